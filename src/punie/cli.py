@@ -1,0 +1,70 @@
+"""punie-lab: one subcommand per DVC stage, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+# name -> (module, help). Modules are imported only for the chosen subcommand, so `--help`
+# stays fast and one stage's heavy imports never slow another.
+STAGES: dict[str, tuple[str, str]] = {
+    "bootstrap": ("punie.stages.bootstrap", "build the embedded default main and draft models"),
+    "profile": ("punie.stages.profile", "measure where every second of an agent query goes"),
+    "speculative": ("punie.stages.speculative", "benchmark speculative decoding for one k"),
+    "speculative-report": (
+        "punie.stages.speculative",
+        "aggregate per-k results and choose the configuration",
+    ),
+    "gate": ("punie.stages.concise", "decide whether conciseness training is worth it"),
+    "concise-data": ("punie.stages.concise", "build the concise data set (or a skipped marker)"),
+    "retrain": ("punie.stages.concise", "LoRA-train and fuse the concise model (or skip)"),
+    "final": ("punie.stages.final", "benchmark baseline vs optimised configuration"),
+    "readme": ("punie.stages.final", "write the README results section from the metrics"),
+    "reliability": ("punie.stages.reliability", "print the reliability figures table"),
+}
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    # DVC and CI stop us with SIGTERM: unwind like Ctrl-C so servers are stopped.
+    raise KeyboardInterrupt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="punie-lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in STAGES.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in STAGES:
+        parser.parse_args(argv)  # prints usage / help and exits
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(STAGES[name][0])
+    sub = argparse.ArgumentParser(prog=f"punie-lab {name}", description=STAGES[name][1])
+    module.add_arguments(name, sub)
+    args = sub.parse_args(rest)
+    signal.signal(signal.SIGTERM, _sigterm)
+    from punie.errors import LabError
+
+    try:
+        return int(module.run(name, args) or 0)
+    except KeyboardInterrupt:
+        print(f"punie-lab {name}: interrupted; servers stopped, outputs left as they were",
+              file=sys.stderr)
+        return 130
+    except LabError as e:
+        print(f"punie-lab {name}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""params.yaml -> typed, validated objects. Errors name the bad key, e.g. `speculative.repeats`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Runtime(_Section):
+    blas: Literal["auto", "off"] = "auto"
+    seed: int = 0
+
+
+class Models(_Section):
+    main: str = Field(min_length=1)
+    draft: str | None = Field(default=None, min_length=1)
+
+
+class Server(_Section):
+    host: str = "127.0.0.1"
+    temp: float = Field(default=0.0, ge=0.0)
+    max_tokens: int = Field(default=256, ge=1)
+    prompt_cache_size: int = Field(default=10, ge=1)
+    ready_timeout_s: float = Field(default=180.0, gt=0)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    chat_template_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentParams(_Section):
+    workspace: str = "data/workspace"
+    tool_timeout_s: float = Field(default=10.0, gt=0)
+    tool_output_cap: int = Field(default=4000, ge=100)
+
+
+class Queries(_Section):
+    seed: str = "data/queries/discrimination.yaml"
+    heldout: str = "data/queries/heldout.yaml"
+
+
+class CorpusSizes(_Section):
+    train: int = Field(default=1200, ge=1)
+    valid: int = Field(default=60, ge=1)
+    test: int = Field(default=60, ge=1)
+
+
+class TokenizerParams(_Section):
+    vocab_size: int = Field(default=1024, ge=300)
+
+
+class ModelShape(_Section):
+    hidden_size: int = Field(ge=8)
+    num_hidden_layers: int = Field(ge=1)
+    num_attention_heads: int = Field(ge=1)
+    num_key_value_heads: int = Field(ge=1)
+    intermediate_size: int = Field(ge=8)
+    iters: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    max_seq_length: int = Field(ge=16)
+
+
+class Bootstrap(_Section):
+    corpus: CorpusSizes = CorpusSizes()
+    tokenizer: TokenizerParams = TokenizerParams()
+    main: ModelShape
+    draft: ModelShape
+
+
+class Profile(_Section):
+    repeats: int = Field(default=1, ge=1)
+    otlp_endpoint: str | None = None
+
+
+class Speculative(_Section):
+    num_draft_tokens: list[int] = Field(default_factory=lambda: [2, 3, 5], min_length=1)
+    repeats: int = Field(default=1, ge=1)
+    memory_budget_mb: float = Field(default=32768, gt=0)
+
+    @field_validator("num_draft_tokens")
+    @classmethod
+    def _positive(cls, ks: list[int]) -> list[int]:
+        bad = [k for k in ks if k < 1]
+        if bad:
+            raise ValueError(f"every k must be >= 1, got {bad}")
+        return ks
+
+
+class Lora(_Section):
+    iters: int = Field(default=150, ge=1)
+    rank: int = Field(default=8, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    num_layers: int = Field(default=-1, ge=-1)
+    batch_size: int = Field(default=4, ge=1)
+
+
+class Conciseness(_Section):
+    generation_share_threshold: float = Field(default=0.70, ge=0.0, le=1.0)
+    force: bool | None = None
+    tool_examples: int = Field(default=25, ge=1)
+    direct_examples: int = Field(default=12, ge=1)
+    lora: Lora = Lora()
+
+
+class Final(_Section):
+    repeats: int = Field(default=1, ge=1)
+    memory_budget_mb: float = Field(default=32768, gt=0)
+    latency_ratio_target: float = Field(default=0.40, gt=0)
+
+
+class Params(_Section):
+    runtime: Runtime = Runtime()
+    models: Models
+    server: Server = Server()
+    agent: AgentParams = AgentParams()
+    queries: Queries = Queries()
+    bootstrap: Bootstrap
+    profile: Profile = Profile()
+    speculative: Speculative = Speculative()
+    conciseness: Conciseness = Conciseness()
+    final: Final = Final()
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message names each bad key."""
+
+
+def _describe(err: ValidationError, source: Path) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: {key}: unknown key")
+        elif e["type"] == "missing":
+            lines.append(f"{source}: {key}: required key is missing")
+        else:
+            lines.append(f"{source}: {key}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid params:\n  " + "\n  ".join(lines)
+
+
+def parse_params(data: Any, source: Path = PARAMS_FILE) -> Params:
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        raise ParamsError(_describe(e, source)) from None
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found (run from the project root)") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    return parse_params(data, path)

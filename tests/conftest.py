@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny random-weight Qwen3 model that a real `mlx_lm server` loads."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from punie.modelgen import Qwen3Shape, init_model_dir
+from punie.tokenizer import train_tokenizer, save_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_TEXTS = [
+    "Find all Django views in the project.",
+    "What is dependency injection? It is a way to pass collaborators in.",
+    '<tool_call>\n{"name": "run_command", "arguments": {"command": "grep -rn def ."}}\n</tool_call>',
+    '<tool_call>\n{"name": "read_file", "arguments": {"path": "api/serializers.py"}}\n</tool_call>',
+    "class UserSerializer(serializers.ModelSerializer): pass",
+    "async def fetch(): await client.get(url)",
+] * 10
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-tokenizer")
+    save_tokenizer(train_tokenizer(_TEXTS, vocab_size=400), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> Path:
+    """A loadable model directory (config, safetensors, tokenizer, chat template) in seconds."""
+    out = tmp_path_factory.mktemp("tiny-model")
+    init_model_dir(out, Qwen3Shape(32, 1, 2, 1, 64), tiny_tokenizer_dir, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_draft_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("tiny-draft")
+    init_model_dir(out, Qwen3Shape(16, 1, 1, 1, 32), tiny_tokenizer_dir, seed=1)
+    return out
+
+
+def mlx_server_pids() -> list[int]:
+    out = subprocess.run(
+        ["pgrep", "-f", "mlx_lm server"], capture_output=True, text=True, check=False
+    ).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_orphan_servers():
+    """After the whole suite, no `mlx_lm server` this suite started may be left running."""
+    before = set(mlx_server_pids())
+    yield
+    left = set(mlx_server_pids()) - before
+    assert not left, f"mlx_lm server processes left running: {sorted(left)}"
