@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from punie.modelgen import Qwen3Shape, init_model_dir
-from punie.tokenizer import train_tokenizer, save_tokenizer
+from punie.tokenizer import save_tokenizer, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 _TEXTS = [
     "Find all Django views in the project.",
     "What is dependency injection? It is a way to pass collaborators in.",
-    '<tool_call>\n{"name": "run_command", "arguments": {"command": "grep -rn def ."}}\n</tool_call>',
+    '<tool_call>{"name": "run_command", "arguments": {"command": "grep -rn def"}}</tool_call>',
     '<tool_call>\n{"name": "read_file", "arguments": {"path": "api/serializers.py"}}\n</tool_call>',
     "class UserSerializer(serializers.ModelSerializer): pass",
     "async def fetch(): await client.get(url)",

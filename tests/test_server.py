@@ -36,7 +36,10 @@ def test_starts_answers_and_stops(tiny_model_dir: Path, tmp_path: Path) -> None:
             async with httpx.AsyncClient() as client:
                 r = await client.post(
                     f"{server.base_url}/chat/completions",
-                    json={"model": "default_model", "messages": [{"role": "user", "content": "hi"}]},
+                    json={
+                        "model": "default_model",
+                        "messages": [{"role": "user", "content": "hi"}],
+                    },
                 )
             assert r.status_code == 200
             assert r.json()["usage"]["completion_tokens"] >= 1
@@ -93,7 +96,9 @@ def test_port_already_taken_is_refused(tiny_model_dir: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         with pytest.raises(ServerError, match="already in use"):
-            asyncio.run(ServerProcess(ServerConfig(model_path=str(tiny_model_dir), port=port)).start())
+            asyncio.run(
+                ServerProcess(ServerConfig(model_path=str(tiny_model_dir), port=port)).start()
+            )
 
 
 def test_notices_a_killed_server(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -58,8 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(name, args) or 0)
     except KeyboardInterrupt:
-        print(f"punie-lab {name}: interrupted; servers stopped, outputs left as they were",
-              file=sys.stderr)
+        print(
+            f"punie-lab {name}: interrupted; servers stopped, outputs left as they were",
+            file=sys.stderr,
+        )
         return 130
     except LabError as e:
         print(f"punie-lab {name}: error: {e}", file=sys.stderr)

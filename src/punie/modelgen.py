@@ -47,9 +47,9 @@ def init_model_dir(out_dir: Path, shape: Qwen3Shape, tokenizer_dir: Path, seed: 
     from mlx_lm.utils import save_model
 
     tok = json.loads((Path(tokenizer_dir) / "tokenizer.json").read_text())
-    vocab_size = max(
-        max(tok["model"]["vocab"].values()), *(t["id"] for t in tok["added_tokens"])
-    ) + 1
+    vocab_size = (
+        max(max(tok["model"]["vocab"].values()), *(t["id"] for t in tok["added_tokens"])) + 1
+    )
     eos = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<|im_end|>")
     config = qwen3_config(shape, vocab_size, eos)
     mx.random.seed(seed)
@@ -66,4 +66,4 @@ def init_model_dir(out_dir: Path, shape: Qwen3Shape, tokenizer_dir: Path, seed: 
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(Path(tokenizer_dir) / name, out_dir / name)
-    return sum(v.size for _, v in tree_flatten(model.parameters()))
+    return sum(int(v.size) for _, v in tree_flatten(model.parameters()) if isinstance(v, mx.array))

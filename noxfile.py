@@ -1,0 +1,46 @@
+"""Sessions: lint, ty, tests (the README's test command) and repro (the whole pipeline)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "ty", "tests"]
+nox.options.reuse_venv = "yes"
+
+PYTHON = "3.11"
+SOURCES = ["src", "tests", "noxfile.py"]
+
+
+def _install(session: nox.Session) -> None:
+    session.install("-e", ".", "--group", "dev")
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", *SOURCES)
+    session.run("ruff", "format", "--check", *SOURCES)
+
+
+@nox.session(python=PYTHON)
+def ty(session: nox.Session) -> None:
+    """Type-check the package with ty."""
+    _install(session)
+    session.run("ty", "check", "src")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite, slow end-to-end tests included (`-m "not slow"` for the fast set)."""
+    _install(session)
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON, default=False)
+def repro(session: nox.Session) -> None:
+    """Run the whole DVC pipeline (`dvc repro`); pass stage names to run only those."""
+    _install(session)
+    session.run("dvc", "repro", *session.posargs)
+    session.run("dvc", "metrics", "show")

@@ -1,0 +1,56 @@
+"""params.yaml validation: the committed file loads, and every bad key is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from punie.params import ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _committed() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_committed_params_load() -> None:
+    p = load_params(ROOT / "params.yaml")
+    assert p.server.host == "127.0.0.1"
+    assert p.speculative.num_draft_tokens == [2, 3, 5]
+    assert p.conciseness.generation_share_threshold == 0.70
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "named"),
+    [
+        ("speculative", "num_draft_tokens", [2, -1], "speculative.num_draft_tokens"),
+        ("server", "max_tokens", "many", "server.max_tokens"),
+        ("profile", "repeatz", 1, "profile.repeatz: unknown key"),
+        ("runtime", "blas", "mkl", "runtime.blas"),
+        ("conciseness", "generation_share_threshold", 1.5, "generation_share_threshold"),
+    ],
+)
+def test_bad_values_are_named(section: str, key: str, value: object, named: str) -> None:
+    data = _committed()
+    data[section][key] = value
+    with pytest.raises(ParamsError, match=named.replace(".", r"\.")):
+        parse_params(data)
+
+
+def test_missing_model_is_named() -> None:
+    data = _committed()
+    del data["models"]["main"]
+    with pytest.raises(ParamsError, match=r"models\.main: required key is missing"):
+        parse_params(data)
+
+
+def test_missing_or_broken_file(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("runtime: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
