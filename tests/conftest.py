@@ -10,6 +10,11 @@ import pytest
 from punie.modelgen import Qwen3Shape, init_model_dir
 from punie.tokenizer import save_tokenizer, train_tokenizer
 
+# Fault/hostile counting and reports/reliability.json (see tests/reliability_plugin.py).
+from .reliability_plugin import pytest_addoption as pytest_addoption
+from .reliability_plugin import register as _register_reliability
+from .reliability_plugin import session_mlx_pids
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _TEXTS = [
@@ -53,8 +58,13 @@ def mlx_server_pids() -> list[int]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_orphan_servers():
-    """After the whole suite, no `mlx_lm server` this suite started may be left running."""
-    before = set(mlx_server_pids())
+    """After the whole suite, no `mlx_lm server` this suite started may be left running
+    (matched by the session token, so other programs' servers on the machine don't count)."""
+    before = set(session_mlx_pids())
     yield
-    left = set(mlx_server_pids()) - before
+    left = set(session_mlx_pids()) - before
     assert not left, f"mlx_lm server processes left running: {sorted(left)}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _register_reliability(config)

@@ -89,6 +89,7 @@ def test_refused_call_returns_a_message_and_the_run_goes_on():
         ("_run_command", ToolCallPart("run_command", {"command": "ls"}), "could not run"),
     ],
 )
+@pytest.mark.fault
 def test_tool_failure_becomes_an_error_message(
     monkeypatch: pytest.MonkeyPatch, inner: str, call: ToolCallPart, message: str
 ):
@@ -110,6 +111,7 @@ def test_tool_failure_becomes_an_error_message(
         ToolCallPart("delete_everything", {}),  # unknown tool
     ],
 )
+@pytest.mark.fault
 def test_bad_tool_call_is_retried_not_fatal(bad_call: ToolCallPart):
     out = run(build_agent(scripted(bad_call), workspace_toolset(SAMPLE)), "List files")
     assert out.startswith("retry: ")

@@ -68,6 +68,7 @@ def test_binds_loopback_only(tiny_model_dir: Path, tmp_path: Path) -> None:
     asyncio.run(go())
 
 
+@pytest.mark.fault
 def test_missing_model_path_fails_fast(tmp_path: Path) -> None:
     start = time.monotonic()
     with pytest.raises(ServerError, match="model_path does not exist"):
@@ -75,6 +76,7 @@ def test_missing_model_path_fails_fast(tmp_path: Path) -> None:
     assert time.monotonic() - start < 5
 
 
+@pytest.mark.fault
 def test_model_that_fails_to_load_is_detected(tiny_model_dir: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
@@ -90,6 +92,7 @@ def test_model_that_fails_to_load_is_detected(tiny_model_dir: Path, tmp_path: Pa
     assert not server.is_alive()
 
 
+@pytest.mark.fault
 def test_port_already_taken_is_refused(tiny_model_dir: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,6 +104,7 @@ def test_port_already_taken_is_refused(tiny_model_dir: Path) -> None:
             )
 
 
+@pytest.mark.fault
 def test_notices_a_killed_server(tiny_model_dir: Path, tmp_path: Path) -> None:
     async def go() -> None:
         async with ServerProcess(
@@ -115,6 +119,7 @@ def test_notices_a_killed_server(tiny_model_dir: Path, tmp_path: Path) -> None:
         asyncio.run(go())
 
 
+@pytest.mark.fault
 def test_stops_on_exception_and_cancel(tiny_model_dir: Path, tmp_path: Path) -> None:
     pids: list[int] = []
 
@@ -129,3 +134,29 @@ def test_stops_on_exception_and_cancel(tiny_model_dir: Path, tmp_path: Path) -> 
         asyncio.run(boom())
     assert pids and not _alive(pids[0])
     assert pids[0] not in mlx_server_pids()
+
+
+@pytest.mark.fault
+def test_frozen_server_times_out_and_is_killed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A SIGSTOPped server makes requests hang; our client timeout fires and stop() kills it."""
+
+    async def go() -> int:
+        async with ServerProcess(
+            ServerConfig(model_path=str(tiny_model_dir)), log_path=tmp_path / "s.log"
+        ) as server:
+            os.kill(server.pid, signal.SIGSTOP)
+            start = time.monotonic()
+            with pytest.raises(httpx.TimeoutException):
+                async with httpx.AsyncClient(timeout=2.0) as client:
+                    await client.post(
+                        f"{server.base_url}/chat/completions",
+                        json={
+                            "model": "default_model",
+                            "messages": [{"role": "user", "content": "x"}],
+                        },
+                    )
+            assert time.monotonic() - start < 10
+            return server.pid
+
+    pid = asyncio.run(go())
+    assert not _alive(pid)

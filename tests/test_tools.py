@@ -196,6 +196,7 @@ def test_run_command_refuses_hostile_commands(
     assert snapshot(hostile.root.parent) == before
 
 
+@pytest.mark.hostile
 def test_recursive_grep_does_not_follow_symlinks_out(hostile: Workspace):
     out = run_command(hostile, "grep -rn TOPSECRET .")
     assert SECRET not in out
@@ -212,6 +213,7 @@ def flooded(tmp_path: Path) -> Workspace:
     return make_workspace(tmp_path, big=True)
 
 
+@pytest.mark.hostile
 def test_big_file_is_capped(flooded: Workspace):
     out = read_file(flooded, "big.txt")
     assert out.startswith("line 0000000 of a big file")
@@ -219,6 +221,7 @@ def test_big_file_is_capped(flooded: Workspace):
     assert len(out) < 4100
 
 
+@pytest.mark.hostile
 def test_output_flood_is_capped_and_killed_quickly(flooded: Workspace):
     start = time.perf_counter()
     out = run_command(flooded, "cat big.txt big.txt big.txt")
@@ -227,6 +230,7 @@ def test_output_flood_is_capped_and_killed_quickly(flooded: Workspace):
     assert len(out) < 4100
 
 
+@pytest.mark.hostile
 def test_timeout_kills_the_command(tmp_path: Path):
     ws = make_workspace(tmp_path, timeout_s=0.5)
     start = time.perf_counter()
@@ -235,6 +239,7 @@ def test_timeout_kills_the_command(tmp_path: Path):
     assert time.perf_counter() - start < 3
 
 
+@pytest.mark.hostile
 def test_minimal_environment(hostile: Workspace, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PUNIE_TEST_API_KEY", "s3cret-token")
     root = hostile.root.resolve()
@@ -243,6 +248,7 @@ def test_minimal_environment(hostile: Workspace, monkeypatch: pytest.MonkeyPatch
     assert f"PATH={tools.SAFE_PATH}" in out
 
 
+@pytest.mark.hostile
 @pytest.mark.skipif(tools._PRLIMIT is None, reason="util-linux prlimit not installed")
 def test_child_cannot_write_files(hostile: Workspace):
     """Defence in depth under the allow-list: RLIMIT_FSIZE=0 stops any write that slips by."""

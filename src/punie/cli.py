@@ -29,8 +29,15 @@ STAGES: dict[str, tuple[str, str]] = {
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:
-    # DVC and CI stop us with SIGTERM: unwind like Ctrl-C so servers are stopped.
-    raise KeyboardInterrupt
+    # DVC and CI stop us with SIGTERM: unwind exactly like Ctrl-C so servers are stopped.
+    # Inside asyncio.run the SIGINT handler is asyncio's (it cancels the main task, which
+    # unwinds cleanly); raising KeyboardInterrupt here instead would kill whichever task is
+    # running and print "Task exception was never retrieved".
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # SIGINT ignored (a background job): still stop
+        raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,8 +39,19 @@ def qwen3_config(shape: Qwen3Shape, vocab_size: int, eos_token_id: int) -> dict:
     }
 
 
-def init_model_dir(out_dir: Path, shape: Qwen3Shape, tokenizer_dir: Path, seed: int = 0) -> int:
-    """Write config, random float32 weights and the tokenizer to `out_dir`; return #params."""
+def init_model_dir(
+    out_dir: Path,
+    shape: Qwen3Shape,
+    tokenizer_dir: Path,
+    seed: int = 0,
+    embed_scale: float = 0.02,
+) -> int:
+    """Write config, random float32 weights and the tokenizer to `out_dir`; return #params.
+
+    `mlx_lm lora --fine-tune-type full` trains the layers but keeps the (tied) embedding
+    frozen, so a model trained from this init keeps its random embedding: its scale bounds
+    the logits (max ~ embed_scale * hidden_size). Bootstrap passes ~2/sqrt(hidden_size).
+    """
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_map
     from mlx_lm.models import qwen3
@@ -56,7 +67,7 @@ def init_model_dir(out_dir: Path, shape: Qwen3Shape, tokenizer_dir: Path, seed: 
     model = qwen3.Model(qwen3.ModelArgs.from_dict(config))
     # Small embeddings: with tied weights, N(0, 1) rows make the first logits huge.
     model.model.embed_tokens.weight = mx.random.normal(
-        model.model.embed_tokens.weight.shape, scale=0.02
+        model.model.embed_tokens.weight.shape, scale=embed_scale
     )
     model.update(tree_map(lambda p: p.astype(mx.float32), model.parameters()))
     mx.eval(model.parameters())

@@ -77,6 +77,7 @@ class Bootstrap(_Section):
 
 class Profile(_Section):
     repeats: int = Field(default=1, ge=1)
+    max_turns: int = Field(default=6, ge=1)
     otlp_endpoint: str | None = None
 
 
@@ -84,6 +85,7 @@ class Speculative(_Section):
     num_draft_tokens: list[int] = Field(default_factory=lambda: [2, 3, 5], min_length=1)
     repeats: int = Field(default=1, ge=1)
     memory_budget_mb: float = Field(default=32768, gt=0)
+    control: bool = True  # also measure the draft server with k=0 (nothing drafted)
 
     @field_validator("num_draft_tokens")
     @classmethod
@@ -100,6 +102,7 @@ class Lora(_Section):
     learning_rate: float = Field(default=1e-3, gt=0)
     num_layers: int = Field(default=-1, ge=-1)
     batch_size: int = Field(default=4, ge=1)
+    max_seq_length: int = Field(default=2048, ge=16)
 
 
 class Conciseness(_Section):
@@ -114,6 +117,8 @@ class Final(_Section):
     repeats: int = Field(default=1, ge=1)
     memory_budget_mb: float = Field(default=32768, gt=0)
     latency_ratio_target: float = Field(default=0.40, gt=0)
+    interleave: bool = True
+    acceptance_prompts: int = Field(default=12, ge=0)
 
 
 class Params(_Section):

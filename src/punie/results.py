@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,48 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(*paths: Path) -> None:
+    """Fail before any work if an output cannot be written, not after a long run: each
+    file's directory is created and a probe file written there (as root, permission bits
+    say nothing, so only a real write tells)."""
+    for path in paths:
+        parent = Path(path).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=parent, prefix=".write-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise OSError(f"{path}: cannot write this output ({e.strerror or e})") from None
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Generator[Path]:
+    """Build a directory output (a model) in a fresh sibling temp directory; on success it
+    replaces `path`, on any failure or Ctrl-C it is deleted and `path` is left as it was.
+
+    The swap is two renames, so `path` is missing for an instant but never half-written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is not
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = tmp.with_name(f"{tmp.name}.old")
+    if path.exists() or path.is_symlink():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old.exists() or old.is_symlink():
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -58,11 +58,17 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """Train a byte-level BPE on `texts`; special and markup tokens get their own ids."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, split_words: bool = True) -> Tokenizer:
+    """Train a byte-level BPE on `texts`; special and markup tokens get their own ids.
+
+    `split_words=False` lets merges cross spaces and punctuation, so text that repeats in
+    every example (the agent's instructions and tool schemas) becomes a few long tokens.
+    """
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split_words)
     tok.decoder = decoders.ByteLevel()
+    # Markup tokens are not given to the trainer: it would make them "special", and the
+    # server's detokenizer drops special tokens, hiding <tool_call> from the tool parser.
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,

@@ -132,6 +132,25 @@ class ServerProcess:
                 f"log tail ({self.log_path}):\n{log_tail(self.log_path)}"
             )
 
+    def check_responsive(self, timeout_s: float = 5.0, after: str | None = None) -> None:
+        """Raise if the process has exited or does not answer `GET /v1/models` in time.
+
+        Call it after a request timed out. mlx_lm answers that listing from its HTTP threads
+        even while a generation runs, so no answer means the whole process is frozen
+        (stopped, swapping, deadlocked): every later request would wait the full timeout.
+        """
+        self.check_alive()
+        try:
+            httpx.get(f"{self.base_url}/models", timeout=timeout_s).raise_for_status()
+        except httpx.HTTPError as e:
+            raise ServerError(
+                f"mlx_lm server (pid {self.pid}) is running but not answering"
+                f"{f' after {after}' if after else ''}: "
+                f"GET /v1/models got no reply within {timeout_s:g}s ({type(e).__name__}); "
+                f"it is frozen or overloaded; log tail ({self.log_path}):\n"
+                f"{log_tail(self.log_path)}"
+            ) from None
+
     async def start(self) -> Self:
         model = Path(self.config.model_path)
         if (model.is_absolute() or self.config.model_path.startswith(".")) and not model.exists():
@@ -169,6 +188,12 @@ class ServerProcess:
         async with httpx.AsyncClient(timeout=10.0) as client:
             while time.monotonic() < deadline:
                 self.check_alive()
+                self._check_bound()
+                # Ask only once our own process listens: if another process took the port
+                # between the free-port check and our bind, it is what would answer.
+                if not self._owns_port():
+                    await asyncio.sleep(0.25)
+                    continue
                 try:
                     r = await client.post(f"{self.base_url}/chat/completions", json=body)
                     if r.status_code == 200 and r.json().get("choices"):
@@ -185,6 +210,34 @@ class ServerProcess:
         raise ServerError(
             f"mlx_lm server not ready after {self.ready_timeout_s:.0f}s ({last}); "
             f"log tail ({self.log_path}):\n{log_tail(self.log_path)}"
+        )
+
+    def _check_bound(self) -> None:
+        """Raise if the server failed to bind its port. mlx_lm's HTTP thread dies on
+        EADDRINUSE but its generation thread keeps the process alive, so this is only
+        visible in the log, and waiting for readiness would last the whole timeout."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return
+        if "Address already in use" in text:
+            raise ServerError(
+                f"port {self.config.port} on {self.config.host} is already in use "
+                f"(taken by another process before mlx_lm server could bind it); "
+                f"log tail ({self.log_path}):\n{log_tail(self.log_path)}"
+            )
+
+    def _owns_port(self) -> bool:
+        """True if our process listens on the port (or the OS will not tell us)."""
+        import psutil
+
+        try:
+            conns = psutil.Process(self.pid).net_connections(kind="inet")
+        except (psutil.Error, OSError):
+            return True
+        return any(
+            c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.config.port
+            for c in conns
         )
 
     def stop(self) -> None:

@@ -1,0 +1,159 @@
+"""Run the same queries through the production agent on several server configurations.
+
+Used by the retrain accuracy check and the final benchmark. With `interleave`, every server
+is up at once and each query runs on every configuration back to back (A B A B ...), so slow
+drift of a shared CPU hits all configurations alike. Without it, configurations run one
+after the other, one server at a time: the only way two 20 GB models fit in 32 GB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from punie.measure import Case, QueryRecord, ServerMemorySampler
+    from punie.params import Params
+    from punie.training.server import ServerProcess
+    from punie.training.server_config import ServerConfig
+
+WARMUP_QUERY = "Say hello."
+
+
+def server_config(
+    params: Params, model_path: str, draft: str | None = None, k: int | None = None
+) -> ServerConfig:
+    """The lab's server settings (params `server`) for one model, optionally with a draft."""
+    from punie.training.server_config import ServerConfig
+
+    s = params.server
+    return ServerConfig(
+        model_path=model_path,
+        host=s.host,
+        temp=s.temp,
+        max_tokens=s.max_tokens,
+        prompt_cache_size=s.prompt_cache_size,
+        chat_template_args=s.chat_template_args or None,
+        draft_model=draft,
+        num_draft_tokens=k if draft else None,
+    )
+
+
+@dataclass
+class ConfigRun:
+    """What one configuration produced: its records and its server's peak memory."""
+
+    label: str
+    config: ServerConfig
+    records: list[QueryRecord] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+
+
+@dataclass
+class _Live:
+    run: ConfigRun
+    server: ServerProcess
+    memory: ServerMemorySampler
+    agent: Any
+
+
+async def _start(
+    stack: contextlib.AsyncExitStack, params: Params, run: ConfigRun, log_dir: Path
+) -> _Live:
+    from punie.measure import ServerMemorySampler, run_query, timed_agent
+    from punie.queries import Query
+    from punie.training.server import ServerProcess
+
+    server = ServerProcess(
+        run.config,
+        log_path=log_dir / f"{run.label}-server.log",
+        ready_timeout_s=params.server.ready_timeout_s,
+        blas=params.runtime.blas,
+    )
+    await stack.enter_async_context(server)
+    memory = stack.enter_context(ServerMemorySampler(server.pid))
+    agent = await stack.enter_async_context(
+        timed_agent(
+            server.base_url,
+            Path(params.agent.workspace),
+            request_timeout_s=params.server.request_timeout_s,
+            tool_timeout_s=params.agent.tool_timeout_s,
+            tool_output_cap=params.agent.tool_output_cap,
+            max_tokens=params.server.max_tokens,
+        )
+    )
+    # One untimed query first: the first request pays for lazy loading and compilation.
+    await run_query(agent, Query(WARMUP_QUERY, "direct"), timeout_s=_query_timeout(params))
+    return _Live(run, server, memory, agent)
+
+
+def _query_timeout(params: Params) -> float:
+    return params.server.request_timeout_s * params.profile.max_turns
+
+
+async def _run_one(params: Params, live: _Live, case: Case, repeat: int) -> QueryRecord:
+    from punie.measure import run_query
+    from punie.training.server import ServerError
+
+    record = await run_query(
+        live.agent,
+        case.query,
+        label=case.label,
+        set_name=case.set,
+        repeat=repeat,
+        timeout_s=_query_timeout(params),
+        max_turns=params.profile.max_turns,
+    )
+    if record.error is not None and not live.server.is_alive():
+        raise ServerError(
+            f"{live.run.label} server died during {case.label}: {record.error}; "
+            f"log: {live.server.log_path}"
+        )
+    if record.error is not None:
+        # A frozen server would cost every later query its full timeout.
+        live.server.check_responsive(after=f"{live.run.label} {case.label}: {record.error}")
+    live.run.records.append(record)
+    return record
+
+
+async def measure_configs(
+    params: Params,
+    configs: Mapping[str, ServerConfig],
+    cases: Sequence[Case],
+    *,
+    repeats: int,
+    interleave: bool,
+    log_dir: Path,
+    on_record: Callable[[str, QueryRecord], None] | None = None,
+) -> dict[str, ConfigRun]:
+    """Every case `repeats` times on every configuration; records keep the case order."""
+    runs = {label: ConfigRun(label, config) for label, config in configs.items()}
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def note(label: str, record: QueryRecord) -> None:
+        if on_record is not None:
+            on_record(label, record)
+
+    if interleave:
+        async with contextlib.AsyncExitStack() as stack:
+            lives = [await _start(stack, params, run, log_dir) for run in runs.values()]
+            for repeat in range(repeats):
+                for case in cases:
+                    for live in lives:
+                        note(live.run.label, await _run_one(params, live, case, repeat))
+            for live in lives:
+                live.server.check_alive()
+                live.run.peak_rss_mb = live.memory.peak_rss_mb
+    else:
+        for run in runs.values():
+            async with contextlib.AsyncExitStack() as stack:
+                live = await _start(stack, params, run, log_dir)
+                for repeat in range(repeats):
+                    for case in cases:
+                        note(run.label, await _run_one(params, live, case, repeat))
+                live.server.check_alive()
+                run.peak_rss_mb = live.memory.peak_rss_mb
+    return runs

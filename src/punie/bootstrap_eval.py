@@ -1,0 +1,139 @@
+"""`punie-lab bootstrap --eval`: the built models' figures, through the real pipeline.
+
+- Accuracy: every query runs through `mlx_lm server` + the production agent + its tools
+  (punie.measure); per set: tool-vs-direct decision, right first tool, tool arguments that
+  parse into the tool's required string argument.
+- Draft: acceptance and the draft/main per-token cost ratio c, in-process with mlx-lm on the
+  held-out queries' recorded requests (punie.spec_probe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from punie.errors import StageError
+
+if TYPE_CHECKING:
+    from punie.measure import Case, QueryRecord
+    from punie.params import Params
+
+EVAL_FILE = Path("metrics/bootstrap_eval.json")
+REQUIRED_ARG = {"run_command": "command", "read_file": "path"}
+
+
+def args_parse(record: QueryRecord) -> bool:
+    """The first tool call carries its required argument as a non-empty string."""
+    if not record.tools_called:
+        return False
+    call = record.tools_called[0]
+    value = (call.get("args") or {}).get(REQUIRED_ARG.get(call["name"], ""), None)
+    return isinstance(value, str) and bool(value.strip())
+
+
+def set_figures(records: Sequence[QueryRecord]) -> dict[str, Any]:
+    tool_q = [r for r in records if r.expect == "tool"]
+    calls = [r for r in records if r.decision == "tool"]
+    return {
+        "queries": len(records),
+        "decision_correct": sum(r.decision == r.expect for r in records),
+        "decision_accuracy": sum(r.decision == r.expect for r in records) / len(records),
+        "tool_name_accuracy": (
+            sum(r.first_tool == r.expected_tool for r in tool_q) / len(tool_q) if tool_q else None
+        ),
+        "args_parse_rate": sum(args_parse(r) for r in calls) / len(calls) if calls else None,
+        "errors": sum(r.error is not None for r in records),
+    }
+
+
+async def run_accuracy(params: Params, cases: Sequence[Case]) -> list[QueryRecord]:
+    from punie.benchmark import server_config
+    from punie.measure import run_queries, timed_agent
+    from punie.training.server import ServerProcess
+
+    def show(r: QueryRecord) -> None:
+        ok = (
+            "ok "
+            if r.decision == r.expect and (r.expect == "direct" or r.first_tool == r.expected_tool)
+            else "BAD"
+        )
+        call = json.dumps(r.tools_called[0]) if r.tools_called else (r.output or "")[:70]
+        print(f"  {ok} [{r.set}] {r.query[:50]:<50} -> {r.decision} {call[:110]}", flush=True)
+
+    config = server_config(params, params.models.main)
+    async with (
+        ServerProcess(
+            config, ready_timeout_s=params.server.ready_timeout_s, blas=params.runtime.blas
+        ) as server,
+        timed_agent(
+            server.base_url,
+            Path(params.agent.workspace),
+            request_timeout_s=params.server.request_timeout_s,
+            tool_timeout_s=params.agent.tool_timeout_s,
+            tool_output_cap=params.agent.tool_output_cap,
+            max_tokens=params.server.max_tokens,
+        ) as agent,
+    ):
+        return await run_queries(
+            agent, cases, timeout_s=params.server.request_timeout_s, max_turns=4, on_record=show
+        )
+
+
+def evaluate(
+    params: Params, query_files: Sequence[Path] | None = None, max_prompts: int = 40
+) -> int:
+    from punie.measure import Case
+    from punie.queries import default_query_paths, load_queries
+    from punie.results import write_json
+    from punie.spec_probe import ProbeError, ProbeRequest, run_probe
+
+    if not params.models.draft:
+        raise StageError("models.draft is not set: nothing to evaluate the draft against")
+    paths = list(query_files or default_query_paths(params))
+    cases = [Case(p.stem, p.stem, q) for p in paths for q in load_queries(p)]
+    print(f"bootstrap --eval: {len(cases)} queries through mlx_lm server + agent + tools")
+    records = asyncio.run(run_accuracy(params, cases))
+    figures: dict[str, Any] = {}
+    for p in paths:
+        for k, v in set_figures([r for r in records if r.set == p.stem]).items():
+            figures[f"{p.stem}_{k}"] = v
+    # Acceptance on the last set's (held-out) recorded requests: every turn's prompt.
+    bodies = [
+        {"messages": b["messages"], "tools": b.get("tools")}
+        for r in records
+        if r.set == paths[-1].stem
+        for b in r.requests
+        if b is not None
+    ]
+    bodies = bodies[:max_prompts]
+    ks = list(dict.fromkeys(params.speculative.num_draft_tokens))
+    print(f"bootstrap --eval: draft acceptance on {len(bodies)} recorded prompts, k in {ks}")
+    try:
+        probe = run_probe(
+            ProbeRequest(
+                params.models.main,
+                params.models.draft,
+                bodies,
+                ks,
+                params.server.max_tokens,
+                dict(params.server.chat_template_args),
+                verify_reps=5,
+            ),
+            Path("logs/bootstrap-eval"),
+            blas=params.runtime.blas,
+        )
+    except ProbeError as e:
+        raise StageError(f"draft acceptance probe failed: {e}") from None
+    figures["cost_ratio_c"] = probe["cost_ratio"]
+    figures["main_token_ms"] = probe["main_token_s"] * 1000
+    figures["draft_token_ms"] = probe["draft_token_s"] * 1000
+    for k, v in probe["by_k"].items():
+        figures[f"k{k}_acceptance_rate"] = v.get("acceptance_rate")
+        figures[f"k{k}_inprocess_speedup"] = v.get("inprocess_speedup")
+        figures[f"k{k}_token_mismatches"] = v.get("token_mismatches")
+    write_json(EVAL_FILE, figures)
+    print(json.dumps(figures, indent=2))
+    return 0

@@ -1,0 +1,344 @@
+"""The synthetic agent corpus, rendered from exactly what the agent sends.
+
+Every example starts as a query plus the assistant's intended move (a tool call or a direct
+answer). The real PydanticAI agent is run against a canned server (`agent.capture_requests`),
+so the system prompt, tool JSON schemas and message history in the training data are the
+bytes the agent POSTs when it is served; the tool really runs on the sample workspace, and
+the second-turn answer is written from its real output. Messages are then normalised with
+mlx-lm's own `process_message_content`, as its server does before applying the chat
+template, so training text and serving text cannot drift apart.
+
+Answers are deliberately verbose (preamble, restating, sign-off): an untuned assistant's
+style that the conciseness stage later trims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from punie.corpus_text import (
+    CLOSERS,
+    DIFF_TEMPLATES,
+    DIRECT_OPENERS,
+    DIRECT_TEMPLATES,
+    PREFIXES,
+    QUESTION_PREFIXES,
+    SUFFIXES,
+    TOOL_OPENERS,
+    TOPICS,
+    answer_body,
+    is_question,
+    tool_query_templates,
+)
+from punie.tools import Workspace
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One query and the assistant's intended first move."""
+
+    query: str
+    tool: str | None  # None: answered directly with `answer`
+    args: dict[str, str] | None = None
+    answer: str = ""
+
+
+def normalise(text: str) -> str:
+    """Case, punctuation and whitespace folded: 'Find the X!' == 'find the x'."""
+    return " ".join(re.sub(r"[^a-z0-9_./]+", " ", text.lower()).split())
+
+
+# --- the sample workspace's real files and symbols ------------------------------------
+
+
+@dataclass(frozen=True)
+class Facts:
+    files: tuple[str, ...]  # workspace-relative text files
+    apps: tuple[str, ...]  # top-level packages
+    classes: tuple[tuple[str, str], ...]  # (name, file)
+    functions: tuple[tuple[str, str], ...]  # module-level (name, file), tests excluded
+    dotted: tuple[str, ...]  # attribute uses such as transaction.atomic
+    settings: tuple[str, ...]  # UPPER_CASE names of the settings module
+    settings_file: str
+
+
+def workspace_facts(root: Path) -> Facts:
+    root = Path(root)
+    files = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix in (".py", ".md") and p.stat().st_size > 0
+    )
+    apps = sorted({f.split("/")[0] for f in files if "/" in f})
+    classes, functions, dotted = [], [], set()
+    settings: list[str] = []
+    settings_file = ""
+    for f in files:
+        if not f.endswith(".py"):
+            continue
+        text = (root / f).read_text()
+        classes += [(m, f) for m in re.findall(r"^class (\w+)", text, re.M)]
+        if not f.startswith("tests/"):
+            functions += [(m, f) for m in re.findall(r"^(?:async )?def (\w+)", text, re.M)]
+        dotted |= set(re.findall(r"\b[a-z_]+\.[a-z_][A-Za-z_]+\b", text))
+        if f.endswith("settings.py"):
+            settings_file = f
+            settings = sorted(set(re.findall(r"^([A-Z_]{3,}) =", text, re.M)))
+    dotted = {d for d in dotted if not d.startswith(("self.", "request.", "order.", "obj."))}
+    return Facts(
+        tuple(files),
+        tuple(apps),
+        tuple(classes),
+        tuple(functions),
+        tuple(sorted(dotted)),
+        tuple(settings),
+        settings_file,
+    )
+
+
+# --- queries -----------------------------------------------------------------------------
+
+
+def _vary(rng: random.Random, core: str) -> str:
+    """Fillers and casing around a core query, so wording is not a template fingerprint."""
+    question = is_question(core)
+    prefix = rng.choice(QUESTION_PREFIXES if question else PREFIXES)
+    text = core
+    if prefix and not core[1:2].isupper():
+        text = prefix + core[0].lower() + core[1:]
+    elif prefix:
+        text = prefix + core
+    text = text.rstrip("?.!") + rng.choice(("?", "?", "?", " ?") if question else SUFFIXES)
+    roll = rng.random()
+    if roll < 0.12:
+        text = text.lower()
+    elif roll < 0.16:
+        text = text[0].upper() + text[1:]
+    return text
+
+
+def _direct_spec(rng: random.Random, concise: bool = False) -> Spec:
+    if rng.random() < 0.22:
+        (a, da), (b, db) = rng.sample(TOPICS, 2)
+        core = rng.choice(DIFF_TEMPLATES).format(a=a, b=b)
+        body = f"{a[0].upper() + a[1:]} is {da}, while {b} is {db}."
+    else:
+        t, d = rng.choice(TOPICS)
+        core = rng.choice(DIRECT_TEMPLATES).format(t=t)
+        body = f"{t[0].upper() + t[1:]} is {d}." if concise else answer_body(rng, t, d)
+    if concise:  # the conciseness data set: the point, no opener, restatement or sign-off
+        return Spec(_vary(rng, core), None, None, body)
+    answer = f"{rng.choice(DIRECT_OPENERS)} {body} {rng.choice(CLOSERS)}"
+    return Spec(_vary(rng, core), None, None, answer)
+
+
+def _tool_spec(rng: random.Random, facts: Facts) -> Spec:
+    core, tool, args = rng.choice(tool_query_templates(facts, rng))
+    return Spec(_vary(rng, core), tool, args)
+
+
+def make_specs(
+    n: int,
+    facts: Facts,
+    seed: int,
+    exclude: Iterable[str] = (),
+    tool_share: float = 0.5,
+    concise: bool = False,
+) -> list[Spec]:
+    """`n` distinct queries (by normalised text), none equal to an `exclude` query.
+
+    `concise`: direct answers are the bare point (the conciseness stage's style).
+    """
+    rng = random.Random(seed)
+    banned = {normalise(q) for q in exclude}
+    seen: set[str] = set()
+    specs: list[Spec] = []
+    attempts = 0
+    while len(specs) < n:
+        attempts += 1
+        if attempts > 50 * n + 1000:
+            raise ValueError(f"could only make {len(specs)} distinct queries of {n}")
+        spec = _tool_spec(rng, facts) if rng.random() < tool_share else _direct_spec(rng, concise)
+        key = normalise(spec.query)
+        if key in banned or key in seen:
+            continue
+        seen.add(key)
+        specs.append(spec)
+    return specs
+
+
+# --- the second turn: an answer written from the tool's real output ------------------------
+
+
+def _grep_hits(output: str, single_file: str) -> list[tuple[str, str, str]]:
+    """(file, line, text) of `grep -n` output; a one-file grep prints no file name."""
+    hits = []
+    for line in output.splitlines():
+        if m := re.match(r"^(?:\./)?([^:\s]+):(\d+):\s*(.*)$", line):
+            hits.append((m.group(1), m.group(2), m.group(3).strip()[:60]))
+        elif m := re.match(r"^(\d+):\s*(.*)$", line):
+            hits.append((single_file, m.group(1), m.group(2).strip()[:60]))
+    return hits
+
+
+def final_answer(spec: Spec, output: str, rng: random.Random, concise: bool = False) -> str:
+    """A verbose final answer that uses the tool output (counts, files, names);
+    `concise`: the same facts, short and to the point."""
+    if concise:
+        return concise_answer(spec, output)
+    opener = rng.choice(TOOL_OPENERS)
+    closer = rng.choice(CLOSERS)
+    lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+    if output.startswith("(no output"):
+        return f"{opener} I searched the workspace, but there were no matches for that. {closer}"
+    if output.startswith(("refused:", "error:")):
+        return f"{opener} Unfortunately the tool reported a problem: {lines[0][:80]}. {closer}"
+    if spec.tool == "read_file":
+        path = (spec.args or {}).get("path", "the file")
+        names = re.findall(r"^(?:async )?(?:class|def) (\w+)", output, re.M)
+        if names:
+            shown = ", ".join(f"`{n}`" for n in names[:3])
+            body = f"Here is {path}. It has {len(lines)} lines and defines {shown}."
+        else:
+            body = f"Here is {path}. It has {len(lines)} lines; it starts with: {lines[0][:60]}"
+        return f"{opener} {body} {closer}"
+    command = (spec.args or {}).get("command", "")
+    if hits := _grep_hits(output, command.split()[-1] if command else "the file"):
+        first_file, first_line, first_text = hits[0]
+        files = sorted({h[0] for h in hits})
+        plural = "match" if len(hits) == 1 else "matches"
+        where = " and ".join(files[:2]) + (" and more" if len(files) > 2 else "")
+        body = (
+            f"I found {len(hits)} {plural} in {where}. The first one is in {first_file} "
+            f"on line {first_line}: `{first_text}`."
+        )
+        return f"{opener} {body} {closer}"
+    counts = [ln.rsplit(":", 1) for ln in lines if re.match(r"^\S+:\d+$", ln)]
+    if counts:
+        total = sum(int(c) for _, c in counts)
+        first, n = counts[0]
+        body = f"I counted {total} in total across {len(counts)} files; {first} has {n}."
+        return f"{opener} {body} {closer}"
+    shown = ", ".join(ln.strip().removeprefix("./") for ln in lines[:4])
+    more = f" and {len(lines) - 4} more" if len(lines) > 4 else ""
+    noun = "entry" if len(lines) == 1 else "entries"
+    return f"{opener} The result lists {len(lines)} {noun}: {shown}{more}. {closer}"
+
+
+def concise_answer(spec: Spec, output: str) -> str:
+    """The conciseness stage's final answer: the facts of the tool output, nothing else."""
+    lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+    if output.startswith("(no output"):
+        return "No matches."
+    if output.startswith(("refused:", "error:")):
+        return f"The tool failed: {lines[0][:80]}"
+    if spec.tool == "read_file":
+        path = (spec.args or {}).get("path", "the file")
+        names = re.findall(r"^(?:async )?(?:class|def) (\w+)", output, re.M)
+        defines = f"; defines {', '.join(f'`{n}`' for n in names[:3])}" if names else ""
+        return f"{path}: {len(lines)} lines{defines}."
+    command = (spec.args or {}).get("command", "")
+    if hits := _grep_hits(output, command.split()[-1] if command else "the file"):
+        shown = ", ".join(f"{f}:{n}" for f, n, _ in hits[:3])
+        more = f" and {len(hits) - 3} more" if len(hits) > 3 else ""
+        return f"{len(hits)} {'match' if len(hits) == 1 else 'matches'}: {shown}{more}."
+    counts = [ln.rsplit(":", 1) for ln in lines if re.match(r"^\S+:\d+$", ln)]
+    if counts:
+        return f"{sum(int(c) for _, c in counts)} in {len(counts)} files."
+    shown = ", ".join(ln.strip().removeprefix("./") for ln in lines[:4])
+    more = f" and {len(lines) - 4} more" if len(lines) > 4 else ""
+    return f"{shown}{more}."
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def server_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as mlx-lm's server hands them to the chat template (a normalised copy)."""
+    from mlx_lm.server import process_message_content
+
+    out = copy.deepcopy(messages)
+    process_message_content(out)
+    return out
+
+
+def tool_call_message(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """An assistant tool call as the server's parser returns it (arguments as an object)."""
+    call = {"type": "function", "function": {"name": name, "arguments": args}}
+    return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+
+def chat_row(body: dict[str, Any], target: dict[str, Any], kind: str) -> Row:
+    """An mlx-lm chat example: the request's messages plus the assistant target."""
+    return {
+        "messages": [*server_messages(body["messages"]), target],
+        "tools": body.get("tools") or [],
+        "kind": kind,
+    }
+
+
+async def render_spec(
+    spec: Spec, ws: Workspace, rng: random.Random, concise: bool = False
+) -> list[Row]:
+    """Training rows for one spec: [direct answer] or [tool call, final answer]."""
+    from punie.agent import capture_requests
+
+    if spec.tool is None:
+        bodies = await capture_requests(spec.query, ws, None, spec.answer)
+        return [chat_row(bodies[0], {"role": "assistant", "content": spec.answer}, "direct")]
+    args = dict(spec.args or {})
+    bodies = await capture_requests(spec.query, ws, (spec.tool, args), "Done.")
+    if len(bodies) != 2 or bodies[1]["messages"][-1].get("role") != "tool":
+        raise ValueError(f"agent did not run the tool for {spec.query!r}")
+    output = bodies[1]["messages"][-1]["content"]
+    if output.startswith(("refused:", "error:")):
+        raise ValueError(f"tool call for {spec.query!r} failed: {output[:200]}")
+    answer = final_answer(spec, output, rng, concise)
+    return [
+        chat_row(bodies[0], tool_call_message(spec.tool, args), "tool_call"),
+        chat_row(bodies[1], {"role": "assistant", "content": answer}, "tool_answer"),
+    ]
+
+
+async def render_specs(
+    specs: list[Spec], ws: Workspace, seed: int, concise: bool = False
+) -> list[list[Row]]:
+    rng = random.Random(seed)
+    seeds = [rng.random() for _ in specs]
+    return [
+        await render_spec(s, ws, random.Random(x), concise)
+        for s, x in zip(specs, seeds, strict=True)
+    ]
+
+
+def render_all(
+    specs: list[Spec], ws: Workspace, seed: int, concise: bool = False
+) -> list[list[Row]]:
+    return asyncio.run(render_specs(specs, ws, seed, concise))
+
+
+def user_queries(rows: Iterable[Row]) -> set[str]:
+    """Every user message in `rows` (for the held-out leakage check)."""
+    return {m["content"] for r in rows for m in r["messages"] if m["role"] == "user"}
+
+
+def to_jsonl(rows: Iterable[Row]) -> str:
+    """mlx-lm chat JSONL: `messages` and `tools` only (our `kind` tag stays out)."""
+    return "".join(
+        json.dumps({"messages": r["messages"], "tools": r["tools"]}, ensure_ascii=False) + "\n"
+        for r in rows
+    )
+
+
+def read_jsonl(path: Path) -> list[Row]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

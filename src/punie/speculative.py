@@ -1,0 +1,283 @@
+"""Speculative decoding core: acceptance from draft flags, expected speedup, the choice rule.
+
+Pure functions on recorded numbers (no mlx, no server), so the stage and the tests share them.
+The in-process measurement that produces the numbers lives in `punie.spec_probe`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """Draft acceptance counted over complete speculative steps.
+
+    One step = the draft proposes k tokens, the main model verifies them in one pass, keeps
+    the longest agreeing prefix and adds one token of its own.
+    """
+
+    k: int
+    steps: int = 0
+    accepted: int = 0  # draft tokens the main model kept
+    rejections: int = 0  # steps that ended on a rejected draft token (fewer than k kept)
+
+    @property
+    def drafted(self) -> int:
+        return self.steps * self.k
+
+    @property
+    def rate(self) -> float:
+        """Per-token acceptance probability a (maximum likelihood under Leviathan's i.i.d.
+        model: each step is a run of accept/reject trials that stops at the first reject)."""
+        trials = self.accepted + self.rejections
+        return self.accepted / trials if trials else 0.0
+
+    @property
+    def accepted_fraction(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def mean_accepted(self) -> float:
+        """Mean draft tokens kept per step."""
+        return self.accepted / self.steps if self.steps else 0.0
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Tokens emitted per main-model pass: the kept drafts plus the main model's own."""
+        return (self.accepted + self.steps) / self.steps if self.steps else 0.0
+
+    def __add__(self, other: Acceptance) -> Acceptance:
+        if other.k != self.k:
+            raise ValueError(f"cannot add acceptance for k={self.k} and k={other.k}")
+        return Acceptance(
+            self.k,
+            self.steps + other.steps,
+            self.accepted + other.accepted,
+            self.rejections + other.rejections,
+        )
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "k": self.k,
+            "steps": self.steps,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "rejections": self.rejections,
+            "acceptance_rate": self.rate,
+            "accepted_fraction": self.accepted_fraction,
+            "mean_accepted_per_step": self.mean_accepted,
+            "tokens_per_step": self.tokens_per_step,
+        }
+
+
+def acceptance_from_flags(flags: Sequence[bool], k: int, *, truncated: bool = False) -> Acceptance:
+    """Count steps from mlx-lm's per-token `from_draft` flags of one generation.
+
+    Each step emits its kept draft tokens (True) then one main-model token (False), so a
+    False closes a step. Trailing Trues (generation stopped at EOS inside a run of kept
+    drafts) are kept trials without a step. When the generation hit max_tokens
+    (`truncated`), the last step may have drafted fewer than k tokens: it is dropped.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    runs: list[int] = []
+    run = 0
+    for flag in flags:
+        if flag:
+            run += 1
+        else:
+            runs.append(run)
+            run = 0
+    if truncated:
+        if run:
+            run = 0
+        elif runs:
+            runs.pop()
+    if any(r > k for r in runs) or run > k:
+        raise ValueError(f"a step kept more than k={k} draft tokens: flags are not for this k")
+    return Acceptance(
+        k=k,
+        steps=len(runs),
+        accepted=sum(runs) + run,
+        rejections=sum(1 for r in runs if r < k),
+    )
+
+
+def expected_tokens_per_step(a: float, k: int) -> float:
+    """(1 - a^(k+1)) / (1 - a): expected tokens per main-model pass (Leviathan et al.)."""
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"acceptance rate must be in [0, 1], got {a}")
+    if a == 1.0:
+        return float(k + 1)
+    return (1.0 - a ** (k + 1)) / (1.0 - a)
+
+
+def predicted_speedup(a: float, k: int, c: float, verify_cost: float = 1.0) -> float:
+    """Leviathan et al. (2023): (1 - a^(k+1)) / ((1 - a)(k c + 1)).
+
+    `verify_cost` is the time of one main pass over k+1 tokens in units of one single-token
+    pass; the paper assumes 1 (true on a memory-bound GPU, not always on a CPU).
+    """
+    if c < 0 or verify_cost <= 0:
+        raise ValueError(f"cost ratio must be >= 0 and verify cost > 0, got c={c}, v={verify_cost}")
+    return expected_tokens_per_step(a, k) / (k * c + verify_cost)
+
+
+def first_difference_index(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Index of the first element where `a` and `b` differ (the shorter length if none)."""
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+
+
+def acceptance_needed(target: float, k: int, c: float, verify_cost: float = 1.0) -> float | None:
+    """The acceptance rate at which `predicted_speedup` reaches `target` (None: not even at
+    a = 1). The speedup grows with a, so bisection finds it."""
+    if predicted_speedup(1.0, k, c, verify_cost) < target:
+        return None
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if predicted_speedup(mid, k, c, verify_cost) < target else (lo, mid)
+    return hi
+
+
+# --- Per-configuration rows and the choice rule -------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    """One measured configuration: the baseline (k=None) or the draft server at one k."""
+
+    k: int | None
+    e2e_mean_s: float
+    decode_tps: float
+    accuracy: float
+    tool_accuracy: float
+    peak_rss_mb: float
+
+    @classmethod
+    def from_summary(cls, k: int | None, summary: dict[str, Any]) -> ConfigRow:
+        return cls(
+            k=k,
+            e2e_mean_s=float(summary["e2e_mean_s"]),
+            decode_tps=float(summary["decode_tps"]),
+            accuracy=float(summary["accuracy"]),
+            tool_accuracy=float(summary["tool_accuracy"]),
+            peak_rss_mb=float(summary["peak_rss_mb"]),
+        )
+
+
+@dataclass(frozen=True)
+class Choice:
+    k: int | None  # None: no draft
+    reason: str
+    rejected: dict[int, str]  # k -> why it was not chosen
+
+
+def choose_configuration(
+    baseline: ConfigRow, rows: Iterable[ConfigRow], memory_budget_mb: float
+) -> Choice:
+    """The fastest k (lowest end-to-end mean) whose accuracy and tool accuracy equal the
+    baseline's, whose server fits the memory budget and which beats the baseline; else no
+    draft. End-to-end latency decides because that is what the agent's user waits for."""
+    rejected: dict[int, str] = {}
+    eligible: list[ConfigRow] = []
+    for row in rows:
+        assert row.k is not None, "draft rows carry their k"
+        if row.accuracy != baseline.accuracy or row.tool_accuracy != baseline.tool_accuracy:
+            rejected[row.k] = (
+                f"accuracy {row.accuracy:.3f}/tool {row.tool_accuracy:.3f} differs from the "
+                f"baseline's {baseline.accuracy:.3f}/{baseline.tool_accuracy:.3f}"
+            )
+        elif row.peak_rss_mb > memory_budget_mb:
+            rejected[row.k] = (
+                f"server peak RSS {row.peak_rss_mb:.0f} MB exceeds the budget "
+                f"{memory_budget_mb:.0f} MB"
+            )
+        elif row.e2e_mean_s >= baseline.e2e_mean_s:
+            rejected[row.k] = (
+                f"not faster: {row.e2e_mean_s:.3f} s vs baseline {baseline.e2e_mean_s:.3f} s"
+            )
+        else:
+            eligible.append(row)
+    if not eligible:
+        return Choice(None, "no draft configuration is faster with unchanged accuracy", rejected)
+    best = min(eligible, key=lambda r: r.e2e_mean_s)
+    for row in eligible:
+        if row is not best:
+            rejected[row.k or 0] = f"slower than k={best.k}: {row.e2e_mean_s:.3f} s"
+    return Choice(
+        best.k,
+        f"fastest with unchanged accuracy: {best.e2e_mean_s:.3f} s vs baseline "
+        f"{baseline.e2e_mean_s:.3f} s, server peak RSS {best.peak_rss_mb:.0f} MB",
+        rejected,
+    )
+
+
+# --- Draft/main tokenizer compatibility ----------------------------------------------------
+
+
+class TokenizerMismatch(ValueError):
+    """The draft's vocabulary differs from the main model's: its tokens would be nonsense."""
+
+
+def _vocab(model: str) -> dict[str, int]:
+    """The full vocabulary (with added tokens) of a local directory or a cached hub id."""
+    from transformers import AutoTokenizer
+
+    try:
+        # Never the network: a hub id must already be in the local cache.
+        tok = AutoTokenizer.from_pretrained(model, local_files_only=True)
+    except Exception as e:  # transformers raises many types for a missing/bad tokenizer
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TokenizerMismatch(
+            f"cannot load the tokenizer of {model!r}: it is neither a local model directory "
+            f"nor a model in the local hub cache ({first})"
+        ) from None
+    if tok is None:
+        raise TokenizerMismatch(f"no tokenizer found for {model!r}")
+    return dict(tok.get_vocab())
+
+
+def _local_fingerprint(model: str) -> str | None:
+    from punie.tokenizer import tokenizer_fingerprint
+
+    path = Path(model)
+    if not (path / "tokenizer.json").is_file():
+        return None
+    try:
+        return tokenizer_fingerprint(path)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def check_draft_tokenizer(main: str, draft: str) -> None:
+    """Raise TokenizerMismatch unless `draft` tokenizes exactly like `main`.
+
+    Local directories with a tokenizer.json compare vocabulary fingerprints; anything else
+    (hub ids, other tokenizer formats) loads both tokenizers and compares vocabularies.
+    """
+    fm, fd = _local_fingerprint(main), _local_fingerprint(draft)
+    if fm is not None and fd is not None:
+        if fm != fd:
+            raise TokenizerMismatch(
+                f"draft model {draft} does not share the main model's tokenizer "
+                f"(vocabulary fingerprint {fd} vs {fm} for {main}); a draft must use the "
+                f"main model's tokenizer"
+            )
+        return
+    vm, vd = _vocab(main), _vocab(draft)
+    if vm != vd:
+        only_main = len(vm.keys() - vd.keys())
+        only_draft = len(vd.keys() - vm.keys())
+        raise TokenizerMismatch(
+            f"draft model {draft} does not share the main model's tokenizer ({main}): "
+            f"vocab sizes {len(vd)} vs {len(vm)}, {only_draft} tokens only in the draft, "
+            f"{only_main} only in the main model"
+        )

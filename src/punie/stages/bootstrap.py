@@ -1,0 +1,398 @@
+"""`punie-lab bootstrap`: the embedded default main and draft models, built from scratch.
+
+1. corpus   - agent chat examples rendered from the real agent's requests (punie.corpus)
+2. tokenizer - byte-level BPE trained on the corpus text
+3. models   - random Qwen3 inits trained with `mlx_lm lora --fine-tune-type full`, fused
+4. metrics  - corpus sizes, parameter counts, losses, seconds, BLAS
+
+`--blas-benchmark` times one short training job with and without OpenBLAS; `--eval` measures
+the built models through the real pipeline (server + agent + tools) and the draft's
+acceptance in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from punie.errors import StageError
+from punie.params import ModelShape, Params, load_params
+
+CORPUS_DIR = Path("data/corpus")
+METRICS = Path("metrics/bootstrap.json")
+MAIN_DIR = Path("models/main")
+DRAFT_DIR = Path("models/draft")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# mlx_lm's trainer prints "  <iter>    <loss> ▼    <tok/s>    <k tokens>" and
+# "  <iter>    val <loss>    <seconds>s"; a changed format only loses the live display.
+_TRAIN_LINE = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+[▼▲]\s+([\d,]+)")
+_VAL_LINE = re.compile(r"^\s*(\d+)\s+val\s+([\d.]+)")
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--blas-benchmark",
+        action="store_true",
+        help="time the same short training job with OpenBLAS and with the bundled BLAS",
+    )
+    parser.add_argument(
+        "--eval",
+        action="store_true",
+        help="measure the built models: agent accuracy through a real server, draft acceptance",
+    )
+    parser.add_argument("--main", help="--eval this main model instead of params models.main")
+    parser.add_argument("--draft", help="--eval this draft instead of params models.draft")
+    parser.add_argument(
+        "--queries",
+        action="append",
+        type=Path,
+        help="query file(s) for --eval (default: the seed and held-out sets from params.yaml)",
+    )
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    import os
+
+    # Measured here: with the CPU shared, one OpenBLAS thread trains these small models
+    # ~1.6x faster than two (spinning threads fight the other process for the cores).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    params = load_params()
+    if args.blas_benchmark:
+        return blas_benchmark(params)
+    if args.eval:
+        from punie.bootstrap_eval import evaluate
+        from punie.params import Models
+
+        main = args.main or params.models.main
+        models = Models(main=main, draft=args.draft or params.models.draft)
+        return evaluate(params.model_copy(update={"models": models}), args.queries)
+    build(params)
+    return 0
+
+
+# --- corpus and tokenizer ------------------------------------------------------------------
+
+
+def excluded_queries(params: Params) -> list[str]:
+    """Queries that must never be trained on: the seed and held-out sets."""
+    from punie.queries import load_queries
+
+    paths = [Path(params.queries.seed), Path(params.queries.heldout)]
+    return [q.query for p in paths for q in load_queries(p)]
+
+
+def build_corpus(params: Params, out_dir: Path = CORPUS_DIR) -> dict[str, int]:
+    """Render train/valid/test JSONL; returns row counts per split and kind."""
+    import datasets
+
+    from punie.corpus import make_specs, render_all, to_jsonl, workspace_facts
+    from punie.results import write_text_atomic
+    from punie.tools import Workspace
+
+    sizes = params.bootstrap.corpus
+    seed = params.runtime.seed
+    ws = Workspace(
+        Path(params.agent.workspace), params.agent.tool_timeout_s, params.agent.tool_output_cap
+    )
+    total = sizes.train + sizes.valid + sizes.test
+    # A tool query gives two rows (call, answer), a direct one gives one: ~1.5 rows a spec.
+    specs = make_specs(
+        int(total / 1.5) + 40, workspace_facts(ws.root), seed, excluded_queries(params)
+    )
+    groups = render_all(specs, ws, seed)
+    # Whole specs go to one split, so no query is in two splits.
+    splits: dict[str, list[dict[str, Any]]] = {"test": [], "valid": [], "train": []}
+    targets = {"test": sizes.test, "valid": sizes.valid, "train": sizes.train}
+    names = iter(splits)
+    current = next(names)
+    for group in groups:
+        while len(splits[current]) >= targets[current]:
+            current = next(names, None)  # type: ignore[arg-type]
+            if current is None:
+                break
+        if current is None:
+            break
+        splits[current].extend(group)
+    counts: dict[str, int] = {}
+    for split, rows in splits.items():
+        if len(rows) < targets[split]:
+            raise StageError(f"corpus: only {len(rows)} {split} rows, wanted {targets[split]}")
+        # `datasets` shuffles with a fixed seed; rows stay JSON strings so Arrow does not merge
+        # the two tools' schemas into one struct (that would add null keys to every schema).
+        ds = datasets.Dataset.from_dict(
+            {"row": [json.dumps(r) for r in rows], "kind": [r["kind"] for r in rows]}
+        ).shuffle(seed=seed)
+        decoded = [json.loads(r) for r in ds["row"]]
+        write_text_atomic(out_dir / f"{split}.jsonl", to_jsonl(decoded))
+        counts[f"corpus_{split}"] = len(rows)
+        for kind in ("tool_call", "tool_answer", "direct"):
+            counts[f"corpus_{split}_{kind}"] = sum(r["kind"] == kind for r in rows)
+    return counts
+
+
+def corpus_texts(corpus_dir: Path = CORPUS_DIR, limit: int = 800) -> list[str]:
+    """Training examples rendered with the chat template, as the model will see them."""
+    from transformers import PreTrainedTokenizerFast
+
+    from punie.corpus import read_jsonl
+    from punie.tokenizer import CHAT_TEMPLATE, train_tokenizer
+
+    # Rendering needs a tokenizer object; any will do, the text does not depend on it.
+    scaffold = PreTrainedTokenizerFast(
+        tokenizer_object=train_tokenizer(["scaffold"], 300), chat_template=CHAT_TEMPLATE
+    )
+    rows = read_jsonl(corpus_dir / "train.jsonl")[:limit]
+    return [
+        str(scaffold.apply_chat_template(r["messages"], tools=r["tools"], tokenize=False))
+        for r in rows
+    ]
+
+
+def build_tokenizer(params: Params, out_dir: Path, corpus_dir: Path = CORPUS_DIR) -> None:
+    from punie.tokenizer import save_tokenizer, train_tokenizer
+
+    tok = train_tokenizer(
+        corpus_texts(corpus_dir), params.bootstrap.tokenizer.vocab_size, split_words=False
+    )
+    save_tokenizer(tok, out_dir)
+
+
+def prompt_lengths(model_dir: Path, corpus_dir: Path = CORPUS_DIR) -> dict[str, int]:
+    """Longest full example and system+tools prompt, in tokens, as mlx-lm tokenizes them."""
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from punie.corpus import read_jsonl
+
+    tok = load_tokenizer(Path(model_dir))
+    longest = 0
+    system = 0
+    for split in ("train", "valid", "test"):
+        for row in read_jsonl(corpus_dir / f"{split}.jsonl"):
+            ids = tok.apply_chat_template(row["messages"], tools=row["tools"], return_dict=False)
+            longest = max(longest, len(ids))
+            if not system:
+                first = [row["messages"][0], {"role": "user", "content": ""}]
+                system = len(tok.apply_chat_template(first, tools=row["tools"], return_dict=False))
+    return {"max_example_tokens": longest, "system_prompt_tokens": system}
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainLog:
+    """Losses parsed from the trainer's output lines."""
+
+    train: list[tuple[int, float]] = field(default_factory=list)
+    val: list[tuple[int, float]] = field(default_factory=list)
+    tokens_per_s: list[float] = field(default_factory=list)
+
+    def feed(self, line: str) -> None:
+        line = _ANSI.sub("", line)
+        if m := _TRAIN_LINE.match(line):
+            self.train.append((int(m.group(1)), float(m.group(2))))
+            self.tokens_per_s.append(float(m.group(3).replace(",", "")))
+        elif m := _VAL_LINE.match(line):
+            self.val.append((int(m.group(1)), float(m.group(2))))
+
+
+def shape_of(m: ModelShape) -> Any:
+    from punie.modelgen import Qwen3Shape
+
+    return Qwen3Shape(
+        m.hidden_size,
+        m.num_hidden_layers,
+        m.num_attention_heads,
+        m.num_key_value_heads,
+        m.intermediate_size,
+    )
+
+
+def embed_scale(m: ModelShape) -> float:
+    """Init std of the frozen, tied embedding: logits can reach ~2*sqrt(hidden_size)."""
+    return 2.0 / m.hidden_size**0.5
+
+
+def lora_args(
+    model_dir: Path, data_dir: Path, adapter_dir: Path, m: ModelShape, seed: int, iters: int
+) -> list[str]:
+    """`mlx_lm lora` full fine-tune of every layer, loss on the assistant turn only."""
+    config = adapter_dir.parent / f"{adapter_dir.name}.yaml"
+    warmup = max(1, iters // 10)
+    # Cosine decay to 10 % after a short warm-up: a from-scratch run this short needs it.
+    schedule = {
+        "lr_schedule": {
+            "name": "cosine_decay",
+            "warmup": warmup,
+            "arguments": [m.learning_rate, max(iters - warmup, 1), m.learning_rate * 0.1],
+        }
+    }
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps(schedule))  # JSON is YAML
+    return [
+        "lora", "--model", str(model_dir), "--train", "--data", str(data_dir),
+        "--fine-tune-type", "full", "--num-layers", "-1", "--mask-prompt",
+        "--batch-size", str(m.batch_size), "--iters", str(iters),
+        "--learning-rate", str(m.learning_rate), "--max-seq-length", str(m.max_seq_length),
+        "--steps-per-report", "10", "--steps-per-eval", str(max(iters, 1)),
+        "--val-batches", "-1", "--save-every", str(iters + 1), "--seed", str(seed),
+        "--adapter-path", str(adapter_dir), "-c", str(config),
+    ]  # fmt: skip
+
+
+def train(
+    label: str,
+    model_dir: Path,
+    data_dir: Path,
+    work: Path,
+    m: ModelShape,
+    *,
+    seed: int,
+    blas: str,
+    iters: int | None = None,
+    show: bool = True,
+) -> TrainLog:
+    """Run the trainer with a live progress bar; returns the parsed losses."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from punie.mlx_runtime import run_mlx
+
+    iters = iters or m.iters
+    log = TrainLog()
+    args = lora_args(model_dir, data_dir, work / f"{label}-adapters", m, seed, iters)
+    with Progress(
+        TextColumn(f"[bold]{label:<6}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} it"),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        disable=not show,
+    ) as progress:
+        task = progress.add_task(label, total=iters, loss="")
+
+        def on_line(line: str) -> None:
+            log.feed(line)
+            if log.train:
+                it, loss = log.train[-1]
+                val = f" val {log.val[-1][1]:.3f}" if log.val else ""
+                progress.update(task, completed=it, loss=f"loss {loss:.3f}{val}")
+
+        run_mlx(args, blas=blas, log_path=work / f"{label}-train.log", on_line=on_line)
+    return log
+
+
+def fuse(model_dir: Path, adapter_dir: Path, out_dir: Path, tokenizer_dir: Path, blas: str) -> None:
+    """`mlx_lm fuse` (loads the trained tensors over the init), then our exact tokenizer files:
+    transformers' save_pretrained would drop `tool_parser_type`."""
+    from punie.mlx_runtime import run_mlx
+    from punie.results import atomic_dir
+
+    # Built aside and swapped in whole: a failed or interrupted fuse keeps the previous model.
+    with atomic_dir(out_dir) as tmp:
+        run_mlx(
+            ["fuse", "--model", str(model_dir), "--adapter-path", str(adapter_dir),
+             "--save-path", str(tmp)],
+            blas=blas,
+        )  # fmt: skip
+        (tmp / "chat_template.jinja").unlink(missing_ok=True)
+        for name in TOKENIZER_FILES:
+            shutil.copy(tokenizer_dir / name, tmp / name)
+
+
+def build(params: Params) -> dict[str, Any]:
+    from punie.mlx_runtime import blas_in_use
+    from punie.modelgen import init_model_dir
+    from punie.results import round_floats, write_json
+
+    b = params.bootstrap
+    blas = params.runtime.blas
+    seed = params.runtime.seed
+    t_all = time.perf_counter()
+    metrics: dict[str, Any] = {}
+    print("bootstrap: rendering the agent corpus from the agent's own requests")
+    t0 = time.perf_counter()
+    metrics.update(build_corpus(params))
+    metrics["corpus_seconds"] = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="punie-bootstrap-") as tmp:
+        work = Path(tmp)
+        tok_dir = work / "tokenizer"
+        build_tokenizer(params, tok_dir)
+        # Always the DVC outputs, whatever params.models points the other stages at.
+        outputs = {"main": MAIN_DIR, "draft": DRAFT_DIR}
+        for label, shape in (("main", b.main), ("draft", b.draft)):
+            init = work / f"{label}-init"
+            n = init_model_dir(
+                init, shape_of(shape), tok_dir, seed=seed, embed_scale=embed_scale(shape)
+            )
+            metrics[f"{label}_params"] = n
+            if label == "main":
+                metrics.update(prompt_lengths(init))
+                if metrics["max_example_tokens"] > shape.max_seq_length:
+                    raise StageError(
+                        f"bootstrap.main.max_seq_length={shape.max_seq_length} is below the "
+                        f"longest example ({metrics['max_example_tokens']} tokens)"
+                    )
+            t0 = time.perf_counter()
+            log = train(label, init, CORPUS_DIR, work, shape, seed=seed, blas=blas)
+            metrics[f"{label}_train_seconds"] = time.perf_counter() - t0
+            metrics[f"{label}_train_loss"] = log.train[-1][1] if log.train else None
+            metrics[f"{label}_valid_loss"] = log.val[-1][1] if log.val else None
+            metrics[f"{label}_tokens_per_s"] = (
+                sum(log.tokens_per_s) / len(log.tokens_per_s) if log.tokens_per_s else None
+            )
+            fuse(init, work / f"{label}-adapters", outputs[label], tok_dir, blas)
+    if metrics["main_params"] < 10 * metrics["draft_params"]:
+        print("bootstrap: warning: the draft has fewer than 10x fewer parameters than main")
+    metrics["total_seconds"] = time.perf_counter() - t_all
+    metrics["blas"] = blas_in_use(blas)
+    write_json(METRICS, round_floats(metrics))
+    print(json.dumps(round_floats(metrics), indent=2))
+    return metrics
+
+
+# --- OpenBLAS vs bundled BLAS ------------------------------------------------------------------
+
+
+def blas_benchmark(params: Params, iters: int = 12) -> int:
+    """The same short training job with OpenBLAS preloaded and without; prints the ratio."""
+    from punie.mlx_runtime import find_openblas
+    from punie.modelgen import init_model_dir
+
+    if find_openblas() is None:
+        raise StageError("no system OpenBLAS found (install libopenblas0-pthread)")
+    if not (CORPUS_DIR / "train.jsonl").exists():
+        raise StageError(f"{CORPUS_DIR}/train.jsonl is missing: run `punie-lab bootstrap` first")
+    m = params.bootstrap.main
+    with tempfile.TemporaryDirectory(prefix="punie-blas-") as tmp:
+        work = Path(tmp)
+        build_tokenizer(params, work / "tokenizer")
+        init = work / "init"
+        init_model_dir(
+            init,
+            shape_of(m),
+            work / "tokenizer",
+            seed=params.runtime.seed,
+            embed_scale=embed_scale(m),
+        )
+        seconds: dict[str, float] = {}
+        losses: dict[str, float | None] = {}
+        for blas in ("auto", "off"):
+            t0 = time.perf_counter()
+            log = train(f"blas-{blas}", init, CORPUS_DIR, work, m, seed=0, blas=blas, iters=iters)
+            seconds[blas] = time.perf_counter() - t0
+            losses[blas] = log.train[-1][1] if log.train else None
+    ratio = seconds["off"] / seconds["auto"]
+    print(
+        f"blas benchmark ({iters} iters of bootstrap.main, same job, same run): "
+        f"bundled {seconds['off']:.1f} s, OpenBLAS {seconds['auto']:.1f} s, "
+        f"speedup {ratio:.2f}x; final losses {losses['off']} vs {losses['auto']}"
+    )
+    return 0

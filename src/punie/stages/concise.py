@@ -1,0 +1,405 @@
+"""`punie-lab gate`, `concise-data` and `retrain`: conciseness training when generation dominates.
+
+gate          metrics/profile.json + params -> metrics/gate.json (decision and reason only)
+concise-data  gate says retrain -> data/concise/{train,valid}.jsonl (short answers, tool calls
+              without preamble, rendered from the agent's own requests); else a skipped marker
+retrain       gate says retrain -> LoRA on the main model, fuse into models/concise, then check
+              its accuracy against the main model's through the real agent; else a marker that
+              the main model stands
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from punie.conciseness import GATE_FILE, GateDecision, decide_gate, gate_from_json
+from punie.errors import StageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from punie.benchmark import ConfigRun
+    from punie.params import Params
+
+PROFILE_FILE = Path("metrics/profile.json")
+CONCISE_DIR = Path("data/concise")
+SKIPPED = "skipped.json"
+CONCISE_MODEL = Path("models/concise")
+MAIN_STANDS = "MAIN_MODEL_STANDS.json"
+RETRAIN_METRICS = Path("metrics/retrain.json")
+RETRAIN_LOGS = Path("logs/retrain")
+# Held back for validation, per kind, as a share of the training sizes in params.
+VALID_SHARE = 0.15
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "gate":
+        parser.add_argument("--profile", type=Path, default=PROFILE_FILE, help="profile metrics")
+        parser.add_argument("--out", type=Path, default=GATE_FILE, help="gate decision file")
+    elif name == "concise-data":
+        parser.add_argument("--out", type=Path, default=CONCISE_DIR, help="output directory")
+    elif name == "retrain":
+        parser.add_argument("--out", type=Path, default=CONCISE_MODEL, help="fused model dir")
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from punie.params import load_params
+
+    params = load_params()
+    console = Console()
+    if name == "gate":
+        return run_gate(params, args.profile, args.out, console)
+    if name == "concise-data":
+        return run_concise_data(params, read_gate(), args.out, console)
+    if name == "retrain":
+        return run_retrain(params, read_gate(), args.out, console)
+    raise StageError(f"unknown subcommand {name!r} for punie.stages.concise")
+
+
+# --- gate -------------------------------------------------------------------------------
+
+
+def run_gate(params: Params, profile: Path, out: Path, console: Console) -> int:
+    from punie.results import write_json
+
+    c = params.conciseness
+    share = None
+    if c.force is None:
+        share = _read_share(profile)
+    try:
+        decision = decide_gate(share, c.generation_share_threshold, c.force)
+    except ValueError as e:
+        raise StageError(f"{profile}: {e}") from None
+    write_json(out, decision.to_json())
+    shown = f" (measured share {share:.3f})" if share is not None else ""
+    console.print(f"[bold]gate[/]: retrain={decision.retrain}: {decision.reason}{shown}")
+    return 0
+
+
+def _read_share(profile: Path) -> float:
+    try:
+        data = json.loads(profile.read_text())
+    except FileNotFoundError:
+        raise StageError(f"{profile}: not found (run `punie-lab profile` first)") from None
+    except ValueError as e:
+        raise StageError(f"{profile}: not valid JSON: {e}") from None
+    share = data.get("generation_share") if isinstance(data, dict) else None
+    if not isinstance(share, (int, float)) or isinstance(share, bool):
+        raise StageError(f"{profile}: generation_share: expected a number, got {share!r}")
+    return float(share)
+
+
+def read_gate(path: Path = GATE_FILE) -> GateDecision:
+    try:
+        return gate_from_json(json.loads(path.read_text()), path)
+    except FileNotFoundError:
+        raise StageError(f"{path}: not found (run `punie-lab gate` first)") from None
+    except ValueError as e:
+        raise StageError(str(e)) from None
+
+
+# --- concise data -------------------------------------------------------------------------
+
+
+def valid_size(train_size: int) -> int:
+    return max(1, math.ceil(train_size * VALID_SHARE))
+
+
+def build_concise_groups(params: Params, seed: int) -> list[dict[str, Any]]:
+    """One group per query: its kind and its rendered rows (1 direct, or tool call + answer).
+
+    Queries of the seed and held-out sets are excluded, so the accuracy check and the final
+    benchmark never see a training query.
+    """
+    from punie.corpus import Spec, make_specs, render_all, workspace_facts
+    from punie.queries import QueryFileError, default_query_paths, load_queries
+    from punie.tools import Workspace
+
+    c = params.conciseness
+    root = Path(params.agent.workspace)
+    ws = Workspace(root, params.agent.tool_timeout_s, params.agent.tool_output_cap)
+    try:
+        exclude = [q.query for p in default_query_paths(params) for q in load_queries(p)]
+    except QueryFileError as e:
+        raise StageError(str(e)) from None
+    facts = workspace_facts(root)
+    n_tool = c.tool_examples + valid_size(c.tool_examples)
+    n_direct = c.direct_examples + valid_size(c.direct_examples)
+    tool_specs = make_specs(n_tool, facts, seed, exclude, tool_share=1.0, concise=True)
+    direct_specs = make_specs(n_direct, facts, seed + 1, exclude, tool_share=0.0, concise=True)
+    specs: list[Spec] = [*tool_specs, *direct_specs]
+    rendered = render_all(specs, ws, seed, concise=True)
+    return [
+        {"kind": "direct" if s.tool is None else "tool", "query": s.query, "rows": json.dumps(rows)}
+        for s, rows in zip(specs, rendered, strict=True)
+    ]
+
+
+def split_groups(
+    groups: list[dict[str, Any]], n_valid: dict[str, int], seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Stratified train/valid split by query with `datasets` (a query's turns stay together)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    parts: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    for kind, k in n_valid.items():
+        ds = datasets.Dataset.from_list([g for g in groups if g["kind"] == kind])
+        split = ds.train_test_split(test_size=k, seed=seed, shuffle=True)
+        parts[kind] = (list(split["train"]), list(split["test"]))
+    train = datasets.Dataset.from_list([g for t, _ in parts.values() for g in t])
+    valid = datasets.Dataset.from_list([g for _, v in parts.values() for g in v])
+    return list(train.shuffle(seed=seed)), list(valid.shuffle(seed=seed))
+
+
+def _rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for g in groups for row in json.loads(g["rows"])]
+
+
+def run_concise_data(params: Params, gate: GateDecision, out: Path, console: Console) -> int:
+    from punie.corpus import to_jsonl
+    from punie.results import write_json, write_text_atomic
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    if not gate.retrain:
+        write_json(out / SKIPPED, {"skipped": True, "reason": f"gate: {gate.reason}"})
+        console.print(f"[bold]concise-data[/]: skipped ({gate.reason})")
+        return 0
+    c = params.conciseness
+    seed = params.runtime.seed
+    groups = build_concise_groups(params, seed)
+    n_valid = {"tool": valid_size(c.tool_examples), "direct": valid_size(c.direct_examples)}
+    train, valid = split_groups(groups, n_valid, seed)
+    train_rows, valid_rows = _rows(train), _rows(valid)
+    write_text_atomic(out / "train.jsonl", to_jsonl(train_rows))
+    write_text_atomic(out / "valid.jsonl", to_jsonl(valid_rows))
+    info = {
+        "train_queries": {k: sum(g["kind"] == k for g in train) for k in ("tool", "direct")},
+        "valid_queries": {k: sum(g["kind"] == k for g in valid) for k in ("tool", "direct")},
+        "train_rows": len(train_rows),
+        "valid_rows": len(valid_rows),
+        "rows_by_kind": {
+            k: sum(r["kind"] == k for r in train_rows)
+            for k in ("tool_call", "tool_answer", "direct")
+        },
+        "answer_chars_mean": _answer_chars(train_rows),
+    }
+    write_json(out / "info.json", info)
+    console.print(
+        f"[bold]concise-data[/]: {len(train_rows)} train rows "
+        f"({info['train_queries']['tool']} tool + {info['train_queries']['direct']} direct "
+        f"queries), {len(valid_rows)} valid rows -> {out}"
+    )
+    return 0
+
+
+def _answer_chars(rows: list[dict[str, Any]]) -> float:
+    texts = [r["messages"][-1].get("content") or "" for r in rows if r["kind"] != "tool_call"]
+    return round(sum(map(len, texts)) / len(texts), 1) if texts else 0.0
+
+
+# --- retrain ------------------------------------------------------------------------------
+
+
+def run_retrain(params: Params, gate: GateDecision, out: Path, console: Console) -> int:
+    from punie.results import write_json
+
+    if out.exists():
+        shutil.rmtree(out)
+    if not gate.retrain:
+        out.mkdir(parents=True)
+        marker = {"trained": False, "model": params.models.main, "reason": f"gate: {gate.reason}"}
+        write_json(out / MAIN_STANDS, marker)
+        write_json(RETRAIN_METRICS, {"trained": False, "reason": f"gate: {gate.reason}"})
+        console.print(f"[bold]retrain[/]: skipped, the main model stands ({gate.reason})")
+        return 0
+    data = CONCISE_DIR
+    if not (data / "train.jsonl").exists():
+        raise StageError(
+            f"{data}/train.jsonl: missing although the gate says retrain "
+            f"(run `punie-lab concise-data`)"
+        )
+    RETRAIN_LOGS.mkdir(parents=True, exist_ok=True)
+    adapters = RETRAIN_LOGS / "adapters"
+    train_lora(params, data, adapters, console)
+    fuse(params, adapters, out, console)
+    check_and_record(params, out, console)
+    return 0
+
+
+def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> None:
+    import yaml
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from punie.conciseness import longest_example, lora_command, parse_lora_line
+    from punie.mlx_runtime import run_mlx
+
+    lora = params.conciseness.lora
+    try:
+        longest = longest_example(params.models.main, [data / "train.jsonl", data / "valid.jsonl"])
+    except ValueError as e:
+        raise StageError(f"cannot tokenize {data}: {e}") from None
+    if longest > lora.max_seq_length:
+        raise StageError(
+            f"conciseness.lora.max_seq_length: {lora.max_seq_length} is shorter than the longest "
+            f"concise example ({longest} tokens); raise it to at least {longest}"
+        )
+    if adapters.exists():
+        shutil.rmtree(adapters)
+    args, config = lora_command(
+        params.models.main,
+        data,
+        adapters,
+        iters=lora.iters,
+        rank=lora.rank,
+        learning_rate=lora.learning_rate,
+        num_layers=lora.num_layers,
+        batch_size=lora.batch_size,
+        seed=params.runtime.seed,
+        max_seq_length=lora.max_seq_length,
+    )
+    config_path = RETRAIN_LOGS / "lora_config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    args += ["--config", str(config_path)]
+    console.print(
+        f"[bold]retrain[/]: LoRA rank {lora.rank} on {params.models.main}, {lora.iters} iters"
+    )
+    interactive = console.is_terminal
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not interactive,
+    ) as progress:
+        task = progress.add_task("lora", total=lora.iters)
+        losses: list[float] = []
+
+        def on_line(line: str) -> None:
+            step = parse_lora_line(line)
+            if step is None:
+                return
+            if not step.validation:
+                losses.append(step.loss)
+            what = "val loss" if step.validation else "loss"
+            progress.update(
+                task, completed=step.iteration, description=f"lora {what} {step.loss:.3f}"
+            )
+            if not interactive:  # DVC or CI log: one plain line per report
+                console.print(f"  iter {step.iteration}/{lora.iters} {what} {step.loss:.3f}")
+
+        run_mlx(args, blas=params.runtime.blas, log_path=RETRAIN_LOGS / "lora.log", on_line=on_line)
+    if not losses or not math.isfinite(losses[-1]):
+        raise StageError(
+            f"LoRA training loss is {losses[-1] if losses else 'missing'} (see "
+            f"{RETRAIN_LOGS / 'lora.log'}); lower conciseness.lora.learning_rate"
+        )
+    if not (adapters / "adapters.safetensors").exists():
+        raise StageError(f"{adapters}: mlx_lm lora finished without writing adapters.safetensors")
+
+
+def fuse(params: Params, adapters: Path, out: Path, console: Console) -> None:
+    from punie.conciseness import fuse_command
+    from punie.mlx_runtime import run_mlx
+    from punie.speculative import TokenizerMismatch, check_draft_tokenizer
+
+    console.print(f"[bold]retrain[/]: fusing adapters into {out}")
+    run_mlx(
+        fuse_command(params.models.main, adapters, out),
+        blas=params.runtime.blas,
+        log_path=RETRAIN_LOGS / "fuse.log",
+    )
+    if not (out / "config.json").exists():
+        raise StageError(f"{out}: mlx_lm fuse did not write a model (see {RETRAIN_LOGS}/fuse.log)")
+    try:  # the draft serves the concise model next: it must keep the main model's vocabulary
+        check_draft_tokenizer(params.models.main, str(out))
+    except TokenizerMismatch as e:
+        raise StageError(f"{out}: fused model changed the tokenizer: {e}") from None
+
+
+def check_and_record(params: Params, concise: Path, console: Console) -> dict[str, Any]:
+    """Main vs concise through the real agent on seed + held-out; raise if accuracy drops."""
+    import asyncio
+
+    from punie.benchmark import measure_configs, server_config
+    from punie.measure import load_cases
+    from punie.queries import default_query_paths
+    from punie.results import write_json
+
+    cases = load_cases(default_query_paths(params), ["seed", "heldout"])
+    configs = {
+        "main": server_config(params, params.models.main),
+        "concise": server_config(params, str(concise)),
+    }
+    console.print(f"[bold]retrain[/]: accuracy check, {len(cases)} queries on main then concise")
+
+    def show(label: str, r: Any) -> None:
+        mark = "ok" if r.correct else ("ERROR " + r.error[:60] if r.error else "WRONG")
+        console.print(
+            f"  {label:<7} {r.label:<11} {r.total_s:5.2f}s {r.completion_tokens:4d} tok {mark}"
+        )
+
+    runs = asyncio.run(
+        measure_configs(
+            params,
+            configs,
+            cases,
+            repeats=1,
+            interleave=False,
+            log_dir=RETRAIN_LOGS,
+            on_record=show,
+        )
+    )
+    metrics = retrain_metrics(runs["main"], runs["concise"])
+    records = {label: [r.to_dict() for r in run.records] for label, run in runs.items()}
+    write_json(RETRAIN_LOGS / "records.json", records)  # what each model answered, for review
+    write_json(RETRAIN_METRICS, metrics)
+    regressions = accuracy_regressions(metrics)
+    if regressions:
+        raise StageError(
+            "ACCURACY REGRESSION: the concise model is less accurate than the main model ("
+            + "; ".join(regressions)
+            + f"). {concise} must not replace the main model; see {RETRAIN_METRICS} and lower "
+            "conciseness.lora.iters / learning_rate, or set conciseness.force: false."
+        )
+    tokens = metrics["completion_tokens_mean_main"], metrics["completion_tokens_mean_concise"]
+    console.print(
+        f"[bold green]retrain[/]: accuracy kept ({metrics['accuracy_main']:.3f} -> "
+        f"{metrics['accuracy_concise']:.3f}); completion tokens {tokens[0]:.1f} -> {tokens[1]:.1f}"
+    )
+    return metrics
+
+
+def retrain_metrics(main: ConfigRun, concise: ConfigRun) -> dict[str, Any]:
+    from punie.measure import accuracy_by_set, summarize
+
+    out: dict[str, Any] = {"trained": True}
+    for label, run in (("main", main), ("concise", concise)):
+        s = summarize(run.records)
+        out[f"accuracy_{label}"] = s["accuracy"]
+        for set_name, acc in accuracy_by_set(run.records).items():
+            out[f"{set_name}_accuracy_{label}"] = acc
+        out[f"completion_tokens_mean_{label}"] = s["completion_tokens_mean"]
+        out[f"e2e_mean_s_{label}"] = s["e2e_mean_s"]
+        out[f"errors_{label}"] = s["n_errors"]
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def accuracy_regressions(metrics: dict[str, Any]) -> list[str]:
+    """Each set (and the total) where the concise model scores below the main model."""
+    found = []
+    for key in ("seed_accuracy", "heldout_accuracy", "accuracy"):
+        main, concise = metrics.get(f"{key}_main"), metrics.get(f"{key}_concise")
+        if main is not None and (concise is None or concise < main):
+            found.append(f"{key} {main} -> {concise}")
+    return found

@@ -1,0 +1,288 @@
+"""`punie-lab final` and `punie-lab readme`: the before/after benchmark and the README results.
+
+final   baseline (main model, no draft) vs optimised (concise model if trained, plus the
+        speculative stage's draft and k) in the same run, seed + held-out queries, through
+        the production agent; draft acceptance of the optimised pair measured in-process.
+        Writes metrics/final.json (flat, one boolean per success criterion), the records,
+        plot rows and reports/final.md. Unmet criteria print a loud banner; the stage still
+        exits 0 so the report and metrics land (a less accurate concise model already failed
+        the retrain stage).
+readme  rewrites README.md between the results markers from metrics/*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from punie.errors import StageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from punie.benchmark import ConfigRun
+    from punie.params import Params
+
+METRICS = Path("metrics/final.json")
+RECORDS = Path("metrics/final_records.json")
+COMPARISON = Path("metrics/final_comparison.json")
+REPORT = Path("reports/final.md")
+LOGS = Path("logs/final")
+CHOICE = Path("metrics/speculative_choice.json")
+GATE = Path("metrics/gate.json")
+RETRAIN = Path("metrics/retrain.json")
+CONCISE_MODEL = Path("models/concise")
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "readme":
+        parser.add_argument("--readme", type=Path, default=Path("README.md"))
+        parser.add_argument("--metrics", type=Path, default=Path("metrics"))
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    if name == "readme":
+        return run_readme(args.readme, args.metrics)
+    from rich.console import Console
+
+    from punie.params import load_params
+
+    return run_final(load_params(), Console())
+
+
+def run_readme(readme: Path, metrics_dir: Path) -> int:
+    from punie.final_report import results_section, rewrite_readme
+    from punie.results import write_text_atomic
+
+    text = readme.read_text() if readme.exists() else ""
+    new = rewrite_readme(text, results_section(metrics_dir))
+    if new != text:
+        write_text_atomic(readme, new)
+    print(f"{readme}: results section {'rewritten' if new != text else 'already up to date'}")
+    return 0
+
+
+def _read(path: Path, required: bool = True) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        if required:
+            raise StageError(f"{path}: not found (run the stage that writes it first)") from None
+        return None
+    except ValueError as e:
+        raise StageError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise StageError(f"{path}: expected a JSON object")
+    return data
+
+
+def optimised_model(params: Params, retrain: dict[str, Any]) -> str:
+    """models/concise when the retrain stage trained it, else the main model."""
+    if not retrain.get("trained"):
+        return params.models.main
+    if not (CONCISE_MODEL / "config.json").exists():
+        raise StageError(f"{RETRAIN}: trained is true but {CONCISE_MODEL} holds no model")
+    return str(CONCISE_MODEL)
+
+
+def speculative_pick(choice: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(draft, k) from metrics/speculative_choice.json; (None, None) when no draft pays."""
+    draft = choice.get("draft")
+    if not draft:
+        return None, None
+    k = choice.get("num_draft_tokens", choice.get("k"))
+    if not isinstance(k, int) or k < 1:
+        raise StageError(f"{CHOICE}: draft is {draft!r} but num_draft_tokens/k is {k!r}")
+    return str(draft), k
+
+
+def run_final(params: Params, console: Console) -> int:
+    from punie.benchmark import measure_configs, server_config
+    from punie.measure import load_cases
+    from punie.queries import default_query_paths
+    from punie.speculative import TokenizerMismatch, check_draft_tokenizer
+
+    gate = _read(GATE)
+    retrain = _read(RETRAIN)
+    choice = _read(CHOICE)
+    assert gate is not None and retrain is not None and choice is not None
+    model = optimised_model(params, retrain)
+    draft, k = speculative_pick(choice)
+    if draft:
+        try:
+            check_draft_tokenizer(model, draft)
+        except TokenizerMismatch as e:
+            raise StageError(str(e)) from None
+    configs = {
+        "baseline": server_config(params, params.models.main),
+        "optimized": server_config(params, model, draft, k),
+    }
+    described = {
+        "baseline": f"`{params.models.main}`, no draft",
+        "optimized": f"`{model}`" + (f" + draft `{draft}`, k = {k}" if draft else ", no draft"),
+    }
+    cases = load_cases(default_query_paths(params), ["seed", "heldout"])
+    f = params.final
+    order = "alternating query by query" if f.interleave else "one configuration after the other"
+    console.print(
+        f"[bold]final[/]: {len(cases)} queries x {f.repeats} on baseline ({described['baseline']}) "
+        f"and optimised ({described['optimized']}), {order}"
+    )
+
+    def show(label: str, r: Any) -> None:
+        mark = "ok" if r.correct else ("ERROR " + r.error[:60] if r.error else "WRONG")
+        console.print(
+            f"  {label:<9} {r.label:<11} {r.total_s:6.2f}s {r.completion_tokens:4d} tok {mark}"
+        )
+
+    runs = asyncio.run(
+        measure_configs(
+            params,
+            configs,
+            cases,
+            repeats=f.repeats,
+            interleave=f.interleave,
+            log_dir=LOGS,
+            on_record=show,
+        )
+    )
+    acceptance = None
+    if draft and k and f.acceptance_prompts > 0:
+        acceptance = measure_acceptance(params, model, draft, k, runs["optimized"], console)
+    metrics = metrics_from_runs(runs["baseline"], runs["optimized"], params)
+    metrics["draft_acceptance_rate"] = acceptance
+    metrics["num_draft_tokens"] = k or 0
+    metrics["concise_model"] = bool(retrain.get("trained"))
+    write_outputs(
+        params,
+        metrics,
+        runs,
+        {"gate": gate, "speculative_choice": choice, "retrain": retrain},
+        described,
+    )
+    print_summary(metrics, console)
+    return 0
+
+
+def measure_acceptance(
+    params: Params, model: str, draft: str, k: int, run: ConfigRun, console: Console
+) -> float:
+    """Draft acceptance on the optimised model's own recorded prompts, replayed in-process."""
+    from punie.spec_probe import ProbeError, ProbeRequest, run_probe
+
+    bodies = [b for r in run.records for b in r.requests if b is not None]
+    bodies = bodies[: params.final.acceptance_prompts]
+    if not bodies:
+        raise StageError("no recorded optimised requests to measure draft acceptance on")
+    console.print(f"[bold]final[/]: draft acceptance on {len(bodies)} recorded prompts, k = {k}")
+    request = ProbeRequest(
+        main=model,
+        draft=draft,
+        bodies=[{"messages": b["messages"], "tools": b.get("tools")} for b in bodies],
+        ks=[k],
+        max_tokens=params.server.max_tokens,
+        chat_template_args=dict(params.server.chat_template_args),
+        verify_reps=5,
+    )
+    try:
+        result = run_probe(request, LOGS / "acceptance", blas=params.runtime.blas)
+    except ProbeError as e:
+        raise StageError(f"draft acceptance probe failed: {e}") from None
+    return float(result["by_k"][str(k)]["acceptance_rate"])
+
+
+def metrics_from_runs(baseline: ConfigRun, optimized: ConfigRun, params: Params) -> dict[str, Any]:
+    from punie.final_report import Measured, final_metrics
+    from punie.measure import accuracy_by_set, summarize
+
+    b, o = summarize(baseline.records), summarize(optimized.records)
+    if b["e2e_mean_s"] is None or o["e2e_mean_s"] is None:
+        raise StageError(
+            f"every query failed on a configuration (errors: baseline {b['n_errors']}, "
+            f"optimised {o['n_errors']}); see {LOGS}"
+        )
+    bs, os_ = accuracy_by_set(baseline.records), accuracy_by_set(optimized.records)
+    measured = Measured(
+        baseline_e2e_mean_s=b["e2e_mean_s"],
+        optimized_e2e_mean_s=o["e2e_mean_s"],
+        baseline_seed_accuracy=bs.get("seed") or 0.0,
+        optimized_seed_accuracy=os_.get("seed") or 0.0,
+        baseline_heldout_accuracy=bs.get("heldout") or 0.0,
+        optimized_heldout_accuracy=os_.get("heldout") or 0.0,
+        baseline_accuracy=b["accuracy"] or 0.0,
+        optimized_accuracy=o["accuracy"] or 0.0,
+        baseline_completion_tokens_mean=b["completion_tokens_mean"] or 0.0,
+        optimized_completion_tokens_mean=o["completion_tokens_mean"] or 0.0,
+        server_peak_rss_mb=optimized.peak_rss_mb,
+    )
+    metrics = final_metrics(
+        measured,
+        latency_ratio_target=params.final.latency_ratio_target,
+        memory_budget_mb=params.final.memory_budget_mb,
+    )
+    metrics["baseline_server_peak_rss_mb"] = baseline.peak_rss_mb
+    metrics["baseline_decode_tps"] = b["decode_tps"]
+    metrics["optimized_decode_tps"] = o["decode_tps"]
+    metrics["baseline_turns_mean"] = b["turns_mean"]
+    metrics["optimized_turns_mean"] = o["turns_mean"]
+    metrics["errors_baseline"] = b["n_errors"]
+    metrics["errors_optimized"] = o["n_errors"]
+    return metrics
+
+
+def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "configuration": label,
+            "e2e_mean_s": metrics[f"{key}_e2e_mean_s"],
+            "accuracy": metrics[f"accuracy_{key}"],
+            "completion_tokens_mean": metrics[f"completion_tokens_mean_{key}"],
+        }
+        for label, key in (("baseline", "baseline"), ("optimised", "optimized"))
+    ]
+
+
+def write_outputs(
+    params: Params,
+    metrics: dict[str, Any],
+    runs: dict[str, ConfigRun],
+    decisions: dict[str, Any],
+    described: dict[str, str],
+) -> None:
+    from punie.final_report import render_final_report
+    from punie.results import write_json, write_rows, write_text_atomic
+
+    rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+    write_json(
+        RECORDS,
+        {
+            "configurations": {label: run.config.model_dump() for label, run in runs.items()},
+            "records": {label: [r.to_dict() for r in run.records] for label, run in runs.items()},
+        },
+    )
+    write_rows(COMPARISON, comparison_rows(rounded))
+    write_text_atomic(REPORT, render_final_report(rounded, decisions, described))
+    write_json(METRICS, rounded)  # last: it is what DVC and the README read
+
+
+def print_summary(metrics: dict[str, Any], console: Console) -> None:
+    from punie.final_report import failure_banner
+
+    console.print(
+        f"[bold]final[/]: e2e {metrics['baseline_e2e_mean_s']:.3f}s -> "
+        f"{metrics['optimized_e2e_mean_s']:.3f}s (ratio {metrics['latency_ratio']:.3f}, target "
+        f"{metrics['latency_ratio_target']:.2f}); accuracy {metrics['accuracy_baseline']:.3f} -> "
+        f"{metrics['accuracy_optimized']:.3f}; completion tokens ratio "
+        f"{metrics['completion_tokens_ratio']:.3f}; "
+        f"server peak {metrics['server_peak_rss_mb']:.0f} MB"
+    )
+    console.print(f"wrote {METRICS}, {RECORDS}, {COMPARISON}, {REPORT}")
+    banner = failure_banner(metrics)
+    if banner:
+        print(banner, file=sys.stderr)
+    else:
+        console.print("[bold green]final: all success criteria met[/]")

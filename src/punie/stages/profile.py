@@ -1,0 +1,421 @@
+"""`punie-lab profile`: measure where every second of an agent query goes.
+
+Starts the main model in `mlx_lm server`, runs a warm-up query, then every query (seed set,
+then held-out set, or `--queries FILE ...`) `profile.repeats` times through the production
+agent with timing wrappers, sampling the server's memory; then stops the server and times
+the same prompts directly in mlx-lm (the floor). Writes flat metrics, per-query records,
+stacked-breakdown plot rows and a Markdown report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from punie.errors import StageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from punie.measure import Case, QueryRecord
+    from punie.params import Params
+
+# Default outputs (dvc.yaml's `profile` block); with --out DIR they go under DIR instead.
+METRICS = Path("metrics/profile.json")
+RECORDS = Path("metrics/profile_records.json")
+BREAKDOWN = Path("metrics/profile_breakdown.json")
+REPORT = Path("reports/profile.md")
+SERVER_LOG = Path("logs/profile-server.log")
+
+METRIC_KEYS = (
+    "accuracy",
+    "tool_accuracy",
+    "e2e_mean_s",
+    "e2e_median_s",
+    "generation_share",
+    "tool_share",
+    "overhead_share",
+    "ttft_mean_s",
+    "decode_tps",
+    "completion_tokens_mean",
+    "pipeline_overhead_ratio",
+    "server_peak_rss_mb",
+)
+COMPONENTS = ("generation", "tool", "overhead")
+WARMUP_QUERY = "Say hello."
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--queries",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="query set YAML file(s) (default: params queries.seed then queries.heldout)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write metrics, records, plot data and report under DIR instead of the DVC paths",
+    )
+    parser.add_argument("--model", help="model directory or id (default: params models.main)")
+    parser.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="export spans over OTLP/HTTP, e.g. http://127.0.0.1:4318 (default: params "
+        "profile.otlp_endpoint; off when unset)",
+    )
+
+
+@dataclass(frozen=True)
+class Outputs:
+    metrics: Path
+    records: Path
+    breakdown: Path
+    report: Path
+    server_log: Path
+
+    @classmethod
+    def under(cls, out: Path | None) -> Outputs:
+        base = out or Path()
+        return cls(*(base / p for p in (METRICS, RECORDS, BREAKDOWN, REPORT, SERVER_LOG)))
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from punie.measure import load_cases
+    from punie.params import load_params
+    from punie.queries import default_query_paths
+    from punie.results import check_writable
+
+    console = Console()
+    params = load_params()
+    outputs = Outputs.under(args.out)
+    check_writable(*astuple(outputs))  # before minutes of measuring, not after
+    if args.queries:
+        cases = load_cases(args.queries)
+    else:
+        cases = load_cases(default_query_paths(params), ["seed", "heldout"])
+    model_path = args.model or params.models.main
+    if model_path.startswith("models/") and not Path(model_path).exists():
+        # The embedded default, not built yet (a hub id would be tried by the server).
+        raise StageError(
+            f"{model_path} does not exist: build it with `dvc repro bootstrap` "
+            "(or point models.main / --model at a model)"
+        )
+    endpoint = args.otlp_endpoint or params.profile.otlp_endpoint
+    shutdown = _tracing(endpoint) if endpoint else None
+    try:
+        records, warmup, peak_mb = asyncio.run(
+            _measure(params, model_path, cases, outputs, console)
+        )
+    finally:
+        if shutdown is not None:
+            shutdown()
+    console.print("[bold]direct floor[/]: timing the same prompts in mlx-lm (server stopped)")
+    direct_rows = _direct_floor(params, model_path, records, warmup)
+    write_outputs(outputs, records, direct_rows, peak_mb, model_path=model_path, params=params)
+    print_summary(console, records, _metrics(records, direct_rows, peak_mb))
+    console.print(
+        f"wrote {outputs.metrics}, {outputs.records}, {outputs.breakdown}, {outputs.report}"
+    )
+    return 0
+
+
+def _tracing(endpoint: str):
+    from punie.measure import configure_otlp
+
+    try:
+        return configure_otlp(endpoint)
+    except ImportError as e:
+        raise StageError(str(e)) from None
+
+
+async def _measure(
+    params: Params, model_path: str, cases: list[Case], outputs: Outputs, console: Console
+) -> tuple[list[QueryRecord], QueryRecord, float]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from punie.measure import ServerMemorySampler, run_queries, run_query, timed_agent
+    from punie.queries import Query
+    from punie.training.server import ServerError, ServerProcess
+    from punie.training.server_config import ServerConfig
+
+    server_params = params.server
+    config = ServerConfig(
+        model_path=model_path,
+        host=server_params.host,
+        temp=server_params.temp,
+        max_tokens=server_params.max_tokens,
+        prompt_cache_size=server_params.prompt_cache_size,
+        chat_template_args=server_params.chat_template_args or None,
+    )
+    max_turns = params.profile.max_turns
+    # A query may make `max_turns` requests, each bounded by the request timeout.
+    query_timeout_s = server_params.request_timeout_s * max_turns
+    console.print(f"[bold]profile[/]: starting mlx_lm server on {model_path}")
+    server = ServerProcess(
+        config,
+        log_path=outputs.server_log,
+        ready_timeout_s=server_params.ready_timeout_s,
+        blas=params.runtime.blas,
+    )
+    async with server:
+        with ServerMemorySampler(server.pid) as memory:
+            async with timed_agent(
+                server.base_url,
+                Path(params.agent.workspace),
+                request_timeout_s=server_params.request_timeout_s,
+                tool_timeout_s=params.agent.tool_timeout_s,
+                tool_output_cap=params.agent.tool_output_cap,
+                max_tokens=server_params.max_tokens,
+            ) as agent:
+                warm = await run_query(
+                    agent, Query(WARMUP_QUERY, "direct"), timeout_s=query_timeout_s, max_turns=2
+                )
+                if warm.error is not None:
+                    server.check_alive()
+                    console.print(f"[yellow]warm-up query failed[/]: {warm.error}")
+                total = len(cases) * params.profile.repeats
+                with Progress(
+                    "[progress.description]{task.description}",
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
+                ) as progress:
+                    task = progress.add_task("queries", total=total)
+
+                    def done(record: QueryRecord) -> None:
+                        if record.error is not None and not server.is_alive():
+                            raise ServerError(f"server died during {record.label}: {record.error}")
+                        if record.error is not None:
+                            # A frozen server would cost every later query its full timeout.
+                            server.check_responsive(after=f"{record.label}: {record.error}")
+                        mark = "ok" if record.correct else "WRONG"
+                        if record.error:
+                            mark = f"ERROR {record.error[:80]}"
+                        progress.console.print(
+                            f"  {record.label} r{record.repeat}: {record.total_s:.2f}s "
+                            f"{record.decision or '-'} {mark}"
+                        )
+                        progress.advance(task)
+
+                    records = await run_queries(
+                        agent,
+                        cases,
+                        repeats=params.profile.repeats,
+                        timeout_s=query_timeout_s,
+                        max_turns=max_turns,
+                        on_record=done,
+                    )
+        server.check_alive()
+    return records, warm, memory.peak_rss_mb
+
+
+def _direct_floor(
+    params: Params, model_path: str, records: list[QueryRecord], warmup: QueryRecord
+) -> list[dict]:
+    from punie.direct import direct_prompts, run_direct
+
+    turns = direct_prompts(records, warmup)
+    if not any(t["timed"] for t in turns):
+        return []
+    with tempfile.TemporaryDirectory(prefix="punie-direct-") as tmp:
+        return run_direct(
+            model_path,
+            turns,
+            Path(tmp),
+            blas=params.runtime.blas,
+            chat_template_args=params.server.chat_template_args,
+        )
+
+
+def _metrics(records: Sequence[QueryRecord], direct_rows: list[dict], peak_mb: float) -> dict:
+    from punie.direct import overhead_ratio
+    from punie.measure import accuracy_by_set, summarize
+
+    summary = summarize(records)
+    flat: dict[str, Any] = {k: summary.get(k) for k in METRIC_KEYS}
+    flat["pipeline_overhead_ratio"] = overhead_ratio(direct_rows)
+    flat["server_peak_rss_mb"] = peak_mb
+    for set_name, acc in accuracy_by_set(records).items():
+        flat[f"{set_name}_accuracy"] = acc
+    flat["n_queries"] = summary["n_queries"]
+    flat["n_errors"] = summary["n_errors"]
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in flat.items()}
+
+
+def breakdown_rows(records: Sequence[QueryRecord]) -> list[dict[str, Any]]:
+    """Stacked-bar rows: one per (query, component), seconds averaged over repeats.
+
+    Failed runs are left out (a timeout would dwarf every real bar)."""
+    rows = []
+    labels = dict.fromkeys(r.label for r in records)
+    for label in labels:
+        ok = [r for r in records if r.label == label and r.error is None]
+        if not ok:
+            continue
+        for component in COMPONENTS:
+            seconds = statistics.fmean(getattr(r, f"{component}_s") for r in ok)
+            rows.append(
+                {
+                    "query": label,
+                    "component": component,
+                    "seconds": round(seconds, 4),
+                    "text": ok[0].query,
+                }
+            )
+    return rows
+
+
+def write_outputs(
+    outputs: Outputs,
+    records: Sequence[QueryRecord],
+    direct_rows: list[dict],
+    peak_mb: float,
+    *,
+    model_path: str,
+    params: Params,
+) -> dict[str, Any]:
+    from punie.measure import summarize
+    from punie.results import write_json, write_rows, write_text_atomic
+
+    metrics = _metrics(records, direct_rows, peak_mb)
+    write_json(
+        outputs.records,
+        {
+            "model": model_path,
+            "repeats": params.profile.repeats,
+            "max_tokens": params.server.max_tokens,
+            "summary": summarize(records),
+            "records": [r.to_dict() for r in records],
+            "direct": direct_rows,
+        },
+    )
+    write_rows(outputs.breakdown, breakdown_rows(records))
+    write_text_atomic(outputs.report, markdown_report(records, metrics, direct_rows, model_path))
+    # Last: DVC and downstream gates read the metrics; they appear only with the rest.
+    write_json(outputs.metrics, metrics)
+    return metrics
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _per_query(records: Sequence[QueryRecord]) -> list[list[str]]:
+    rows = []
+    for r in records:
+        ttfts = [t.ttft_s for t in r.turns if t.ttft_s is not None]
+        rows.append(
+            [
+                r.label + (f" r{r.repeat}" if r.repeat else ""),
+                r.query[:48],
+                r.expect,
+                r.decision or "-",
+                "error" if r.error else ("yes" if r.correct else "no"),
+                _fmt(r.total_s, 2),
+                _fmt(r.generation_s, 2),
+                _fmt(r.tool_s, 2),
+                _fmt(r.overhead_s, 2),
+                str(r.n_turns),
+                str(r.completion_tokens),
+                _fmt(statistics.fmean(ttfts), 3) if ttfts else "-",
+            ]
+        )
+    return rows
+
+
+QUERY_COLUMNS = [
+    "query",
+    "text",
+    "expect",
+    "decision",
+    "correct",
+    "total s",
+    "gen s",
+    "tool s",
+    "overhead s",
+    "turns",
+    "out tokens",
+    "TTFT s",
+]
+
+
+def markdown_report(
+    records: Sequence[QueryRecord], metrics: dict[str, Any], direct_rows: list[dict], model: str
+) -> str:
+    lines = [
+        "# Profile: where the seconds of an agent query go",
+        "",
+        f"Model `{model}`; {metrics['n_queries']} query runs, {metrics['n_errors']} failed. "
+        "Generation = time inside model requests, tool = time inside tool calls, "
+        "overhead = the rest of the measured total (framework, HTTP, parsing).",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {_fmt(v, 4)} |" for k, v in metrics.items()],
+        "",
+        "## Per query",
+        "",
+        "| " + " | ".join(QUERY_COLUMNS) + " |",
+        "|" + "---|" * len(QUERY_COLUMNS),
+        *[
+            "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
+            for row in _per_query(records)
+        ],
+    ]
+    errors = [r for r in records if r.error]
+    if errors:
+        lines += ["", "## Failed queries", ""]
+        lines += [f"- {r.label} r{r.repeat}: {r.error}" for r in errors]
+    if direct_rows:
+        pipeline = sum(r["pipeline_s"] for r in direct_rows)
+        direct = sum(r["direct_s"] for r in direct_rows)
+        lines += [
+            "",
+            "## Direct floor",
+            "",
+            f"The same {len(direct_rows)} model turns (same rendered prompts, same generated "
+            f"token counts) took {direct:.2f} s generated in-process by mlx-lm vs "
+            f"{pipeline:.2f} s inside the pipeline's model requests: "
+            f"pipeline_overhead_ratio = {_fmt(metrics['pipeline_overhead_ratio'], 2)}.",
+        ]
+        short = [r for r in direct_rows if r["direct_tokens"] != r["completion_tokens"]]
+        if short:
+            lines.append(
+                f"In {len(short)} turns mlx-lm stopped at a different token count than the "
+                "server (an end-of-sequence token came earlier or later)."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(console: Console, records: Sequence[QueryRecord], metrics: dict) -> None:
+    from rich.table import Table
+
+    # The terminal table leaves out the query text (the Markdown report has it).
+    table = Table(title="profile: per query")
+    for col in QUERY_COLUMNS[:1] + QUERY_COLUMNS[2:]:
+        table.add_column(col, justify="left" if col == "query" else "right")
+    for row in _per_query(records):
+        table.add_row(*row[:1], *row[2:])
+    console.print(table)
+    summary = Table(title="profile: summary")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    for key, value in metrics.items():
+        summary.add_row(key, _fmt(value, 4))
+    console.print(summary)

@@ -1,0 +1,734 @@
+"""`punie-lab speculative` and `punie-lab speculative-report`.
+
+`speculative` measures, on the same queries (seed + held-out), the baseline (a server with
+no draft: a draft turns off the server's batching) and one configuration per k in
+`speculative.num_draft_tokens`. Two servers run at once, the baseline and main+draft; the
+draft server takes k per request (`num_draft_tokens` in the JSON body), so one server covers
+every k. Configurations alternate in a staggered round robin: in round t configuration i
+runs query t-i, so drift on a busy machine falls on all alike and no configuration finds
+another's answer to the same query in the draft server's prompt cache. Then, servers
+stopped, `punie.spec_probe` measures acceptance and each model's decode cost in-process on
+the prompts the agent actually sent. Results: `results/speculative/{baseline,k<k>}.json`.
+
+`speculative-report` aggregates the k values currently in params only (stale per-k files are
+ignored), compares measured with predicted speedups, and chooses the configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+
+from punie.errors import StageError
+from punie.results import read_json, write_json, write_rows, write_text_atomic
+from punie.speculative import (
+    ConfigRow,
+    TokenizerMismatch,
+    acceptance_needed,
+    check_draft_tokenizer,
+    choose_configuration,
+    first_difference_index,
+    predicted_speedup,
+)
+
+if TYPE_CHECKING:
+    from pydantic_ai import Agent
+
+    from punie.measure import Case, QueryRecord
+    from punie.params import Params
+
+RESULTS = Path("results/speculative")
+METRICS = Path("metrics/speculative.json")
+BY_K = Path("metrics/speculative_by_k.json")
+CHOICE = Path("metrics/speculative_choice.json")
+REPORT = Path("reports/speculative.md")
+WARMUP_QUERY = "Say hello."
+CONTROL = "control_k0.json"  # the draft server with num_draft_tokens=0
+METHOD = (
+    "two servers at once: baseline (main, no draft) and main+draft; k sent per request "
+    "(`num_draft_tokens` in the body); staggered round robin (round t: configuration i runs "
+    "query t-i)"
+)
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "speculative":
+        parser.add_argument(
+            "--queries",
+            type=Path,
+            nargs="+",
+            metavar="PATH",
+            help="query set YAML file(s) (default: params queries.seed then queries.heldout)",
+        )
+        parser.add_argument(
+            "--out",
+            type=Path,
+            default=RESULTS,
+            metavar="DIR",
+            help=f"per-configuration results directory (default: {RESULTS})",
+        )
+    else:
+        parser.add_argument(
+            "--results",
+            type=Path,
+            default=RESULTS,
+            metavar="DIR",
+            help=f"per-configuration results to aggregate (default: {RESULTS})",
+        )
+        parser.add_argument(
+            "--out",
+            type=Path,
+            metavar="DIR",
+            help="write metrics, plot rows, choice and report under DIR",
+        )
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from punie.params import load_params
+
+    params = load_params()
+    if name == "speculative":
+        return benchmark(params, args.out, args.queries)
+    base = args.out or Path()
+    outputs = {
+        "metrics": base / METRICS,
+        "by_k": base / BY_K,
+        "choice": base / CHOICE,
+        "report": base / REPORT,
+    }
+    report(params, args.results, outputs)
+    return 0
+
+
+# --- Benchmark -----------------------------------------------------------------------------
+
+
+def configuration_labels(ks: Sequence[int]) -> list[str]:
+    return ["baseline", *(f"k{k}" for k in ks)]
+
+
+def request_settings(k: int | None) -> dict[str, Any] | None:
+    """The per-request body extras of one configuration: k for the draft server."""
+    return None if k is None else {"num_draft_tokens": k}
+
+
+def staggered_schedule(n_cases: int, n_configs: int) -> list[tuple[int, int]]:
+    """(configuration, case) pairs: round t runs configuration i on case t-i."""
+    return [
+        (i, t - i)
+        for t in range(n_cases + n_configs - 1)
+        for i in range(n_configs)
+        if 0 <= t - i < n_cases
+    ]
+
+
+class _ChunkStamps(httpx2.AsyncByteStream):
+    """Passes an SSE stream through, stamping each chunk that carries answer text."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, stamps: list[float]) -> None:
+        self._inner, self._stamps, self._pending = inner, stamps, b""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            now = time.perf_counter()
+            lines = (self._pending + chunk).split(b"\n")
+            self._pending = lines.pop()
+            for line in lines:
+                if line.startswith(b"data:") and b'"content"' in line:
+                    with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+                        delta = json.loads(line[5:])["choices"][0]["delta"]
+                        if delta.get("content"):
+                            self._stamps.append(now)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class TextClock(httpx2.AsyncBaseTransport):
+    """Stamps the arrival of every streamed text token, one list per chat request.
+
+    The server streams one chunk per text token but holds a tool call back until it is
+    complete, and a draft server sends no prefill-done event; so decode speed is measured
+    the same way for every configuration, on text only: tokens arriving after the first
+    chunk's burst (a speculative step emits its kept drafts at once) over the time from the
+    first chunk to the last.
+    """
+
+    def __init__(self) -> None:
+        self._inner = httpx2.AsyncHTTPTransport()
+        self.requests: list[list[float]] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        if not request.url.path.endswith("/chat/completions") or not isinstance(
+            response.stream, httpx2.AsyncByteStream
+        ):
+            return response
+        stamps: list[float] = []
+        self.requests.append(stamps)
+        return httpx2.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_ChunkStamps(response.stream, stamps),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+BURST_S = 0.001  # chunks this close to the first arrived in one write burst (one step)
+
+
+def text_decode(stamps: Sequence[float]) -> tuple[int, float]:
+    """(tokens decoded after the first step, seconds) from one request's text stamps."""
+    if len(stamps) < 2:
+        return 0, 0.0
+    first = stamps[0]
+    after = [t for t in stamps if t - first > BURST_S]
+    return len(after), (stamps[-1] - first) if after else 0.0
+
+
+@dataclass
+class _Config:
+    label: str
+    k: int | None
+    agent: Agent[None, str]
+    clock: TextClock
+    records: list[QueryRecord] = field(default_factory=list)
+    decode: list[tuple[int, float]] = field(default_factory=list)  # per record
+
+
+@contextlib.asynccontextmanager
+async def _agent(params: Params, base_url: str, k: int | None) -> AsyncGenerator[_Config]:
+    """The production agent with measure's timing wrappers and a text clock."""
+    from punie.agent import build_agent, openai_model
+    from punie.measure import TimedModel, TimedToolset, TimingTransport
+    from punie.tools import Workspace, workspace_toolset
+
+    clock = TextClock()
+    timeout = params.server.request_timeout_s
+    async with httpx2.AsyncClient(
+        transport=TimingTransport(clock), timeout=httpx2.Timeout(timeout)
+    ) as client:
+        model = openai_model(base_url, timeout_s=timeout, http_client=client)
+        ws = Workspace(
+            Path(params.agent.workspace), params.agent.tool_timeout_s, params.agent.tool_output_cap
+        )
+        agent = build_agent(
+            TimedModel(model),
+            TimedToolset(workspace_toolset(ws)),
+            max_tokens=params.server.max_tokens,
+            extra_body=request_settings(k),
+        )
+        yield _Config("baseline" if k is None else f"k{k}", k, agent, clock)
+
+
+async def _measure(
+    params: Params, cases: Sequence[Case], ks: Sequence[int], log_dir: Path
+) -> tuple[list[_Config], dict[str, float]]:
+    from punie.benchmark import server_config
+    from punie.measure import ServerMemorySampler, run_query
+    from punie.queries import Query
+    from punie.training.server import ServerError, ServerProcess
+
+    draft = params.models.draft
+    assert draft is not None
+    timeout = params.server.request_timeout_s * params.profile.max_turns
+    peak: dict[str, float] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        servers = {}
+        samplers = {}
+        for label, cfg in (
+            ("baseline", server_config(params, params.models.main)),
+            ("draft", server_config(params, params.models.main, draft, ks[0])),
+        ):
+            server = ServerProcess(
+                cfg,
+                log_path=log_dir / f"{label}-server.log",
+                ready_timeout_s=params.server.ready_timeout_s,
+                blas=params.runtime.blas,
+            )
+            servers[label] = await stack.enter_async_context(server)
+            samplers[label] = stack.enter_context(ServerMemorySampler(server.pid))
+        configs = [
+            await stack.enter_async_context(_agent(params, servers["baseline"].base_url, None))
+        ]
+        # k=0 (control): the draft server drafting nothing; it separates the server's own
+        # path (no batching, draft prefill) from what drafting gains.
+        for k in [0, *ks] if params.speculative.control else ks:
+            configs.append(
+                await stack.enter_async_context(_agent(params, servers["draft"].base_url, k))
+            )
+        for c in configs:  # untimed: the first requests pay for lazy loading
+            await run_query(c.agent, Query(WARMUP_QUERY, "direct"), timeout_s=timeout)
+        runs = [(case, r) for r in range(params.speculative.repeats) for case in cases]
+        for i, j in staggered_schedule(len(runs), len(configs)):
+            c, (case, repeat) = configs[i], runs[j]
+            seen = len(c.clock.requests)
+            record = await run_query(
+                c.agent,
+                case.query,
+                label=case.label,
+                set_name=case.set,
+                repeat=repeat,
+                timeout_s=timeout,
+                max_turns=params.profile.max_turns,
+            )
+            server = servers["baseline" if c.k is None else "draft"]
+            if record.error is not None and not server.is_alive():
+                raise ServerError(
+                    f"{c.label} server died during {case.label}: {record.error}; "
+                    f"log: {server.log_path}"
+                )
+            if record.error is not None:
+                # A frozen server would cost every later query its full timeout.
+                server.check_responsive(after=f"{c.label} {case.label}: {record.error}")
+            parts = [text_decode(s) for s in c.clock.requests[seen:]]
+            c.records.append(record)
+            c.decode.append((sum(n for n, _ in parts), sum(s for _, s in parts)))
+            print(
+                f"{c.label:>8} {case.label:<12} {record.total_s:6.2f} s "
+                f"{'ok ' if record.correct else 'BAD'} {record.decision}",
+                flush=True,
+            )
+        for label, server in servers.items():
+            server.check_alive()
+            peak[label] = samplers[label].peak_rss_mb
+    return configs, peak
+
+
+def _answer(record: QueryRecord) -> str:
+    """What the agent did and said: its tool calls, then its final answer."""
+    calls = json.dumps(record.tools_called, sort_keys=True)
+    return f"tools={calls} answer={record.output!r}"
+
+
+def first_difference(a: str, b: str, context: int = 60) -> dict[str, Any]:
+    """Where two answers part: the offset and a window of each around it."""
+    i = first_difference_index(a, b)
+    lo = max(0, i - context)
+    return {"offset": i, "baseline": a[lo : i + context], "speculative": b[lo : i + context]}
+
+
+def _summary(c: _Config, peak_rss_mb: float) -> dict[str, Any]:
+    from punie.measure import summarize
+
+    s = summarize(c.records)
+    tokens = sum(n for n, _ in c.decode)
+    seconds = sum(t for _, t in c.decode)
+    ok = [r for r in c.records if r.error is None]
+    return {
+        "e2e_mean_s": s["e2e_mean_s"],
+        "e2e_median_s": s["e2e_median_s"],
+        "generation_mean_s": sum(r.generation_s for r in ok) / len(ok) if ok else None,
+        "decode_tps": tokens / seconds if seconds else None,
+        "decode_tokens": tokens,
+        "decode_tps_all_turns": s["decode_tps"],
+        "accuracy": s["accuracy"],
+        "tool_accuracy": s["tool_accuracy"],
+        "direct_accuracy": s["direct_accuracy"],
+        "completion_tokens_mean": s["completion_tokens_mean"],
+        "n_queries": s["n_queries"],
+        "n_errors": s["n_errors"],
+        "peak_rss_mb": peak_rss_mb,
+    }
+
+
+def _load_cases(params: Params, paths: Sequence[Path] | None) -> list[Case]:
+    from punie.measure import Case
+    from punie.queries import QueryFileError, default_query_paths, load_queries
+
+    named = (
+        [(p, p.stem) for p in paths]
+        if paths
+        else list(zip(default_query_paths(params), ("seed", "heldout"), strict=True))
+    )
+    cases: list[Case] = []
+    for path, name in named:
+        try:
+            queries = load_queries(path)
+        except QueryFileError as e:
+            raise StageError(str(e)) from None
+        cases += [Case(f"{name}-{n}", name, q) for n, q in enumerate(queries, start=1)]
+    return cases
+
+
+def check_draft(params: Params) -> str:
+    """The draft to benchmark, refused (before any server starts) unless it exists and shares
+    the main model's tokenizer."""
+    draft = params.models.draft
+    if draft is None:
+        raise StageError("params models.draft is not set: nothing to benchmark")
+    for key, path in (("models.main", params.models.main), ("models.draft", draft)):
+        p = Path(path)
+        # A hub id (org/name) is not a local path; models/main is, once `models` exists.
+        local = p.is_absolute() or path.startswith(".") or Path(p.parts[0]).is_dir()
+        if local and not p.exists():
+            raise StageError(f"params {key}: {path} does not exist (run bootstrap first?)")
+    try:
+        check_draft_tokenizer(params.models.main, draft)
+    except TokenizerMismatch as e:
+        raise StageError(f"models.main / models.draft: {e}") from None
+    return draft
+
+
+def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) -> int:
+    from punie.spec_probe import ProbeError, ProbeRequest, run_probe
+
+    draft = check_draft(params)
+    ks = list(dict.fromkeys(params.speculative.num_draft_tokens))
+    cases = _load_cases(params, queries)
+    out.mkdir(parents=True, exist_ok=True)
+    log_dir = out / "logs"
+    log_dir.mkdir(exist_ok=True)
+    configs, peak = asyncio.run(_measure(params, cases, ks, log_dir))
+    base = configs[0]
+    bodies: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for record in base.records:
+        for body in record.requests:
+            key = json.dumps(body, sort_keys=True)
+            if body is not None and key not in seen:
+                seen.add(key)
+                bodies.append({"messages": body["messages"], "tools": body.get("tools")})
+    print(f"acceptance probe: {len(bodies)} prompts x (main, draft, k in {ks})", flush=True)
+    try:
+        probe = run_probe(
+            ProbeRequest(
+                params.models.main,
+                draft,
+                bodies,
+                ks,
+                params.server.max_tokens,
+                dict(params.server.chat_template_args),
+            ),
+            log_dir,
+            blas=params.runtime.blas,
+        )
+    except ProbeError as e:
+        raise StageError(str(e)) from None
+    cost = {
+        key: probe[key]
+        for key in (
+            "main_token_s",
+            "draft_token_s",
+            "cost_ratio",
+            "prompts",
+            "prompt_tokens_mean",
+            "verify_pass_s",
+        )
+    }
+    write_json(
+        out / "baseline.json",
+        {
+            "label": "baseline",
+            "k": None,
+            "main": params.models.main,
+            "draft": draft,
+            "method": METHOD,
+            "summary": _summary(base, peak["baseline"]),
+            "cost": cost,
+            "records": [r.to_dict() for r in base.records],
+        },
+    )
+    answers = {(r.label, r.repeat): _answer(r) for r in base.records}
+    for c in configs[1:]:
+        assert c.k is not None
+        name = CONTROL if c.k == 0 else f"k{c.k}.json"
+        mismatches = [r for r in c.records if answers.get((r.label, r.repeat)) != _answer(r)]
+        example = None
+        if mismatches:
+            r = mismatches[0]
+            diff = first_difference(answers.get((r.label, r.repeat), ""), _answer(r))
+            example = {"query": r.query, **diff}
+        write_json(
+            out / name,
+            {
+                "label": c.label,
+                "k": c.k,
+                "main": params.models.main,
+                "draft": draft,
+                "method": METHOD,
+                "summary": _summary(c, peak["draft"]),
+                "answer_mismatches": len(mismatches),
+                "mismatch_example": example,
+                "acceptance": probe["by_k"].get(str(c.k)),
+                "cost": cost,
+                "records": [r.to_dict() for r in c.records],
+            },
+        )
+    print(f"wrote {out}: baseline.json, {', '.join(f'k{k}.json' for k in ks)}", end="")
+    print(f", {CONTROL}" if params.speculative.control else "")
+    return 0
+
+
+# --- Report --------------------------------------------------------------------------------
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise StageError(f"{path}: missing; run `punie-lab speculative` first") from None
+    except json.JSONDecodeError as e:
+        raise StageError(f"{path}: not valid JSON: {e}") from None
+
+
+def load_results(results: Path, ks: Sequence[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """baseline.json and k<k>.json for exactly the k values given (others are ignored)."""
+    baseline = _read(results / "baseline.json")
+    per_k = []
+    for k in dict.fromkeys(ks):
+        data = _read(results / f"k{k}.json")
+        if data.get("k") != k:
+            raise StageError(f"{results / f'k{k}.json'}: holds k={data.get('k')!r}, not {k}")
+        per_k.append(data)
+    return baseline, per_k
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def by_k_rows(
+    baseline: dict[str, Any],
+    per_k: Sequence[dict[str, Any]],
+    control: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per k: measured speedups next to the predicted ones. Against the k=0 control
+    (same draft server, nothing drafted) the speedup is drafting's alone."""
+    b = baseline["summary"]
+    ctl = control["summary"]["decode_tps"] if control else None
+    c = baseline["cost"]["cost_ratio"]
+    rows = []
+    for data in per_k:
+        k, s, acc = data["k"], data["summary"], data["acceptance"]
+        a = acc["acceptance_rate"]
+        rows.append(
+            {
+                "k": k,
+                "speedup": _ratio(s["decode_tps"], b["decode_tps"]),
+                "speedup_vs_control": _ratio(s["decode_tps"], ctl),
+                "predicted_speedup": predicted_speedup(a, k, c),
+                "predicted_speedup_cpu": predicted_speedup(a, k, c, acc["verify_cost"]),
+                "inprocess_speedup": acc["inprocess_speedup"],
+                "acceptance_needed_1_5x": acceptance_needed(1.5, k, c, acc["verify_cost"]),
+                "e2e_speedup": _ratio(b["e2e_mean_s"], s["e2e_mean_s"]),
+                "acceptance_rate": a,
+                "mean_accepted_per_step": acc["mean_accepted_per_step"],
+                "verify_cost": acc["verify_cost"],
+                "cost_ratio": c,
+                "e2e_mean_s": s["e2e_mean_s"],
+                "e2e_median_s": s["e2e_median_s"],
+                "generation_mean_s": s["generation_mean_s"],
+                "decode_tps": s["decode_tps"],
+                "accuracy": s["accuracy"],
+                "tool_accuracy": s["tool_accuracy"],
+                "answer_mismatches": data["answer_mismatches"],
+                "token_mismatches": acc["token_mismatches"],
+                "peak_rss_mb": s["peak_rss_mb"],
+            }
+        )
+    return rows
+
+
+def _row(k: int | None, s: dict[str, Any]) -> ConfigRow:
+    return ConfigRow(
+        k,
+        s["e2e_mean_s"],
+        s["decode_tps"] or 0.0,
+        s["accuracy"] or 0.0,
+        s["tool_accuracy"] or 0.0,
+        s["peak_rss_mb"],
+    )
+
+
+def report(params: Params, results: Path, outputs: dict[str, Path]) -> None:
+    ks = params.speculative.num_draft_tokens
+    baseline, per_k = load_results(results, ks)
+    control = _read(results / CONTROL) if params.speculative.control else None
+    b = baseline["summary"]
+    rows = by_k_rows(baseline, per_k, control)
+    base_row = _row(None, b)
+    choice = choose_configuration(
+        base_row, [_row(d["k"], d["summary"]) for d in per_k], params.speculative.memory_budget_mb
+    )
+    same = [
+        r
+        for r in rows
+        if r["accuracy"] == b["accuracy"] and r["tool_accuracy"] == b["tool_accuracy"]
+    ]
+    best = max(same or rows, key=lambda r: r["speedup"] or 0.0)
+    metrics: dict[str, Any] = {
+        "baseline_e2e_mean_s": b["e2e_mean_s"],
+        "baseline_decode_tps": b["decode_tps"],
+        "best_k": best["k"],
+        "best_speedup": best["speedup"],
+        "best_e2e_speedup": best["e2e_speedup"],
+        "accuracy_min": min([b["accuracy"], *(r["accuracy"] for r in rows)]),
+        "acceptance_rate_best_k": best["acceptance_rate"],
+        "predicted_speedup_best_k": best["predicted_speedup"],
+        "measured_over_predicted_best_k": _ratio(best["speedup"], best["predicted_speedup"]),
+        "cost_ratio": baseline["cost"]["cost_ratio"],
+        "server_peak_rss_mb_max": max([b["peak_rss_mb"], *(r["peak_rss_mb"] for r in rows)]),
+        "answer_mismatches_total": sum(r["answer_mismatches"] for r in rows),
+        "chosen_k": choice.k or 0,
+    }
+    if control is not None:
+        metrics["control_decode_tps"] = control["summary"]["decode_tps"]
+        metrics["control_over_baseline_decode"] = _ratio(
+            control["summary"]["decode_tps"], b["decode_tps"]
+        )
+        metrics["best_speedup_vs_control"] = best["speedup_vs_control"]
+    for r in rows:
+        for key in ("speedup", "e2e_speedup", "acceptance_rate", "predicted_speedup"):
+            metrics[f"{key}_k{r['k']}"] = r[key]
+    write_json(
+        outputs["metrics"],
+        {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
+    )
+    write_rows(
+        outputs["by_k"],
+        [
+            {
+                key: r[key]
+                for key in (
+                    "k",
+                    "speedup",
+                    "predicted_speedup",
+                    "acceptance_rate",
+                    "inprocess_speedup",
+                    "e2e_speedup",
+                )
+            }
+            for r in rows
+        ],
+    )
+    write_json(
+        outputs["choice"],
+        {
+            "draft": baseline["draft"] if choice.k is not None else None,
+            "num_draft_tokens": choice.k,
+            "reason": choice.reason,
+            "rejected": {f"k{k}": why for k, why in choice.rejected.items()},
+            "memory_budget_mb": params.speculative.memory_budget_mb,
+            "baseline_e2e_mean_s": b["e2e_mean_s"],
+        },
+    )
+    write_text_atomic(
+        outputs["report"],
+        render_report(baseline, rows, choice.k, choice.reason, per_k, control),
+    )
+
+
+def _f(v: Any, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def render_report(
+    baseline: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    chosen: int | None,
+    reason: str,
+    per_k: Sequence[dict[str, Any]],
+    control: dict[str, Any] | None = None,
+) -> str:
+    b, cost = baseline["summary"], baseline["cost"]
+    lines = [
+        "# Speculative decoding",
+        "",
+        f"Main `{baseline['main']}`, draft `{baseline['draft']}`; {b['n_queries']} queries per "
+        f"configuration. Measured with {baseline['method']}.",
+        "",
+        "| configuration | e2e mean s | e2e median s | generation s | decode tok/s | decode "
+        "speedup | vs k=0 | predicted (Leviathan) | predicted (CPU verify) | in-process "
+        "speedup | acceptance a | accepted/step | accuracy | tool acc. | answers ≠ baseline | "
+        "server peak RSS MB |",
+        "|---" * 16 + "|",
+        f"| baseline (no draft) | {_f(b['e2e_mean_s'])} | {_f(b['e2e_median_s'])} | "
+        f"{_f(b['generation_mean_s'])} | {_f(b['decode_tps'], 1)} | 1.00 | – | – | – | – | – | "
+        f"– | {_f(b['accuracy'])} | {_f(b['tool_accuracy'])} | – | {_f(b['peak_rss_mb'], 0)} |",
+    ]
+    if control is not None:
+        s = control["summary"]
+        lines.append(
+            f"| k = 0 (draft loaded, nothing drafted) | {_f(s['e2e_mean_s'])} | "
+            f"{_f(s['e2e_median_s'])} | {_f(s['generation_mean_s'])} | "
+            f"{_f(s['decode_tps'], 1)} | {_f(_ratio(s['decode_tps'], b['decode_tps']))} | 1.00 | "
+            f"– | – | – | – | – | {_f(s['accuracy'])} | {_f(s['tool_accuracy'])} | "
+            f"{control['answer_mismatches']} | {_f(s['peak_rss_mb'], 0)} |"
+        )
+    for r in rows:
+        lines.append(
+            f"| k = {r['k']} | {_f(r['e2e_mean_s'])} | {_f(r['e2e_median_s'])} | "
+            f"{_f(r['generation_mean_s'])} | {_f(r['decode_tps'], 1)} | {_f(r['speedup'])} | "
+            f"{_f(r['speedup_vs_control'])} | "
+            f"{_f(r['predicted_speedup'])} | {_f(r['predicted_speedup_cpu'])} | "
+            f"{_f(r['inprocess_speedup'])} | {_f(r['acceptance_rate'])} | "
+            f"{_f(r['mean_accepted_per_step'])} | {_f(r['accuracy'])} | "
+            f"{_f(r['tool_accuracy'])} | {r['answer_mismatches']} | {_f(r['peak_rss_mb'], 0)} |"
+        )
+    lines += [
+        "",
+        f"Cost ratio c = draft / main per-token decode time = {_f(cost['draft_token_s'] * 1e3)} "
+        f"/ {_f(cost['main_token_s'] * 1e3)} ms = {_f(cost['cost_ratio'], 3)} (in-process, "
+        f"{cost['prompts']} prompts of {_f(cost['prompt_tokens_mean'], 0)} tokens on average).",
+        "Predicted (Leviathan et al.) = (1 - a^(k+1)) / ((1 - a)(k c + 1)); the CPU column "
+        "replaces the 1 (one main pass) by the measured cost of one main pass over k+1 tokens "
+        "relative to a single-token pass: "
+        + ", ".join(f"k={r['k']}: {_f(r['verify_cost'])}" for r in rows)
+        + ". At these costs a 1.5x decode speedup needs an acceptance rate of "
+        + ", ".join(
+            f"k={r['k']}: {_f(r['acceptance_needed_1_5x'])}"
+            if r["acceptance_needed_1_5x"] is not None
+            else f"k={r['k']}: unreachable"
+            for r in rows
+        )
+        + " (measured: "
+        + ", ".join(f"{_f(r['acceptance_rate'])}" for r in rows)
+        + ").",
+        "Decode tok/s counts streamed answer-text tokens after each turn's first chunk, over "
+        "the time from the first chunk to the last (tool calls are sent whole, so they are "
+        "timed by the in-process probe only). The draft server's RSS includes both "
+        "models. In-process speedup: the same prompts decoded by mlx-lm in one process, "
+        "without the server. The k = 0 row is the draft server asked to draft nothing: it "
+        "isolates the server's speculative path (no batching, draft prefill) from drafting "
+        "itself, so 'vs k=0' is drafting's own speedup.",
+        "",
+    ]
+    mism = [
+        (d["k"], d) for d in per_k if d["answer_mismatches"] or d["acceptance"]["token_mismatches"]
+    ]
+    if mism:
+        lines.append("**Finding: speculative output differs from the baseline at temperature 0.**")
+        for k, d in mism:
+            example = d["mismatch_example"] or d["acceptance"]["mismatch_example"]
+            lines.append(
+                f"- k={k}: {d['answer_mismatches']} agent answers differ, "
+                f"{d['acceptance']['token_mismatches']} in-process generations differ; "
+                f"example: `{json.dumps(example)[:600]}`"
+            )
+        lines.append("")
+    else:
+        lines += [
+            "Answers are identical to the baseline's for every k (agent runs and "
+            "in-process tokens), as greedy speculative decoding must be.",
+            "",
+        ]
+    lines += [
+        f"**Choice:** {'no draft' if chosen is None else f'draft with k = {chosen}'} — {reason}.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""Bootstrap mechanics: trainer arguments and progress parsing, loadable models, and a tiny
+real training run whose model the real server answers with a parsed tool call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+
+from punie.agent import capture_requests
+from punie.corpus import render_spec, to_jsonl
+from punie.modelgen import Qwen3Shape, init_model_dir
+from punie.params import ModelShape
+from punie.stages import bootstrap as B
+from punie.tokenizer import save_tokenizer, train_tokenizer
+from punie.tools import Workspace
+from punie.training.server import ServerProcess
+from punie.training.server_config import ServerConfig
+
+from .test_corpus import TOOL_SPEC, WS
+
+TINY = ModelShape(
+    hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+    intermediate_size=128, iters=40, batch_size=4, learning_rate=1e-2, max_seq_length=640,
+)  # fmt: skip
+
+
+def test_trainer_lines_are_parsed_with_or_without_colour() -> None:
+    log = B.TrainLog()
+    log.feed("  iter   train_loss     tok/s     tokens")
+    log.feed("     1    val 9.944    14.33s")
+    log.feed("\x1b[2m    10\x1b[0m    \x1b[1;32m7.853 ▼\x1b[0m    \x1b[1m1,096\x1b[0m      4.1k")
+    log.feed("    20    7.901 ▲       96      8.2k")
+    assert log.val == [(1, 9.944)]
+    assert log.train == [(10, 7.853), (20, 7.901)]
+    assert log.tokens_per_s == [1096.0, 96.0]
+
+
+def test_lora_args_train_every_layer_on_the_answer_only(tmp_path: Path) -> None:
+    args = B.lora_args(tmp_path / "m", tmp_path / "d", tmp_path / "a", TINY, seed=3, iters=40)
+    joined = " ".join(args)
+    assert args[0] == "lora"
+    for flag in ("--fine-tune-type full", "--num-layers -1", "--mask-prompt", "--seed 3",
+                 "--iters 40", "--max-seq-length 640"):  # fmt: skip
+        assert flag in joined
+    schedule = json.loads((tmp_path / "a.yaml").read_text())["lr_schedule"]
+    assert schedule["name"] == "cosine_decay" and schedule["warmup"] == 4
+
+
+def test_model_directory_loads_in_mlx_lm_with_tool_calling(tiny_model_dir: Path) -> None:
+    from mlx_lm import load
+
+    model, tok = load(str(tiny_model_dir))
+    assert tok.has_tool_calling and tok.tool_call_start == "<tool_call>"
+    assert len(model.layers) == 1
+
+
+@pytest.mark.slow
+def test_trained_model_gets_a_parsed_tool_call_from_the_server(tmp_path: Path) -> None:
+    """Train a tiny model (40 iterations) on one tool-call example; the real server, given the
+    agent's real request, must return it as an OpenAI tool call."""
+    rows = asyncio.run(render_spec(TOOL_SPEC, WS, random.Random(0)))[:1]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(to_jsonl(rows * 16))
+    (data / "valid.jsonl").write_text(to_jsonl(rows * 4))
+    tok_dir, init, out = tmp_path / "tok", tmp_path / "init", tmp_path / "model"
+    save_tokenizer(train_tokenizer(B.corpus_texts(data), 500, split_words=False), tok_dir)
+    init_model_dir(init, Qwen3Shape(64, 1, 2, 1, 128), tok_dir, embed_scale=B.embed_scale(TINY))
+    log = B.train("tiny", init, data, tmp_path, TINY, seed=0, blas="auto", show=False)
+    assert log.train and log.train[-1][1] < log.train[0][1]
+    B.fuse(init, tmp_path / "tiny-adapters", out, tok_dir, blas="auto")
+
+    body = asyncio.run(
+        capture_requests(TOOL_SPEC.query, Workspace(WS.root), (TOOL_SPEC.tool, TOOL_SPEC.args), "x")
+    )[0]
+
+    async def ask() -> dict:
+        config = ServerConfig(model_path=str(out), temp=0.0, max_tokens=64)
+        async with (
+            ServerProcess(config, log_path=tmp_path / "server.log") as server,
+            httpx.AsyncClient(timeout=60) as client,
+        ):
+            r = await client.post(f"{server.base_url}/chat/completions", json=body)
+            r.raise_for_status()
+            return r.json()["choices"][0]["message"]
+
+    message = asyncio.run(ask())
+    calls = message.get("tool_calls") or []
+    assert calls, message
+    assert calls[0]["function"]["name"] == "run_command"
+    assert json.loads(calls[0]["function"]["arguments"]) == TOOL_SPEC.args

@@ -1,0 +1,333 @@
+"""Conciseness: the gate's decision, the concise data set, the skipped path and the retrain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from rich.console import Console
+
+from punie.conciseness import GateDecision, decide_gate, lora_command, parse_lora_line
+from punie.errors import StageError
+from punie.params import Params, load_params
+from punie.stages import concise
+from punie.stages.concise import (
+    accuracy_regressions,
+    read_gate,
+    run_concise_data,
+    run_gate,
+    run_retrain,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params(**conciseness: Any) -> Params:
+    params = load_params(ROOT / "params.yaml")
+    agent = params.agent.model_copy(update={"workspace": str(ROOT / params.agent.workspace)})
+    queries = params.queries.model_copy(
+        update={
+            "seed": str(ROOT / params.queries.seed),
+            "heldout": str(ROOT / params.queries.heldout),
+        }
+    )
+    c = params.conciseness.model_copy(update=conciseness)
+    return params.model_copy(update={"agent": agent, "queries": queries, "conciseness": c})
+
+
+def _quiet() -> Console:
+    return Console(quiet=True)
+
+
+# --- gate ---------------------------------------------------------------------------------
+
+
+def test_gate_retrains_above_the_threshold() -> None:
+    assert decide_gate(0.93, 0.70, None) == GateDecision(True, "generation share above 0.70")
+
+
+def test_gate_skips_below_the_threshold() -> None:
+    assert decide_gate(0.55, 0.70, None).retrain is False
+
+
+def test_gate_exactly_at_the_threshold_is_not_more_than() -> None:
+    assert decide_gate(0.70, 0.70, None).retrain is False
+
+
+@pytest.mark.parametrize(("share", "force"), [(0.1, True), (0.99, False), (None, True)])
+def test_gate_force_overrides_the_measurement(share: float | None, force: bool) -> None:
+    decision = decide_gate(share, 0.70, force)
+    assert decision.retrain is force
+    assert "conciseness.force" in decision.reason
+
+
+def test_gate_needs_a_share_unless_forced() -> None:
+    with pytest.raises(ValueError, match="generation_share"):
+        decide_gate(None, 0.70, None)
+    with pytest.raises(ValueError, match="within"):
+        decide_gate(1.5, 0.70, None)
+
+
+def test_gate_file_holds_only_the_decision_and_ignores_noise(tmp_path: Path) -> None:
+    """A re-profile that moves the share but not the decision leaves gate.json unchanged."""
+    profile, out = tmp_path / "profile.json", tmp_path / "gate.json"
+    written = []
+    for share in (0.93, 0.91, 0.9312):
+        profile.write_text(json.dumps({"generation_share": share, "e2e_mean_s": share * 3}))
+        run_gate(_params(), profile, out, _quiet())
+        written.append(out.read_bytes())
+    assert written[0] == written[1] == written[2]
+    assert json.loads(written[0]) == {"retrain": True, "reason": "generation share above 0.70"}
+    assert read_gate(out) == GateDecision(True, "generation share above 0.70")
+
+
+def test_gate_names_the_bad_profile(tmp_path: Path) -> None:
+    with pytest.raises(StageError, match=r"profile\.json: not found"):
+        run_gate(_params(), tmp_path / "profile.json", tmp_path / "gate.json", _quiet())
+    (tmp_path / "profile.json").write_text('{"accuracy": 1.0}')
+    with pytest.raises(StageError, match="generation_share"):
+        run_gate(_params(), tmp_path / "profile.json", tmp_path / "gate.json", _quiet())
+
+
+# --- concise data set ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def concise_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("concise") / "data"
+    params = _params(tool_examples=6, direct_examples=4)
+    run_concise_data(params, GateDecision(True, "test"), out, _quiet())
+    return out
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_concise_data_has_the_sizes_in_params(concise_data: Path) -> None:
+    info = json.loads((concise_data / "info.json").read_text())
+    assert info["train_queries"] == {"tool": 6, "direct": 4}
+    assert info["valid_queries"] == {"tool": 1, "direct": 1}
+    # A tool query gives two rows (the call, then the answer after the tool result).
+    assert len(_jsonl(concise_data / "train.jsonl")) == 6 * 2 + 4
+    assert len(_jsonl(concise_data / "valid.jsonl")) == 1 * 2 + 1
+    assert not (concise_data / "skipped.json").exists()
+
+
+def test_concise_data_is_rendered_like_the_agents_request(concise_data: Path) -> None:
+    """Same system prompt and tool schemas as the real agent sends, in mlx-lm chat JSONL."""
+    from punie.agent import capture_requests
+    from punie.corpus import server_messages
+    from punie.tools import Workspace
+
+    ws = Workspace(ROOT / "data/workspace")
+    body = asyncio.run(capture_requests("Anything?", ws, None, "ok"))[0]
+    system = server_messages(body["messages"])[0]
+    for row in _jsonl(concise_data / "train.jsonl") + _jsonl(concise_data / "valid.jsonl"):
+        assert set(row) == {"messages", "tools"}
+        assert row["messages"][0] == system
+        assert row["tools"] == body["tools"]
+        assert row["messages"][-1]["role"] == "assistant"
+
+
+def test_concise_tool_calls_have_no_preamble_and_answers_are_short(concise_data: Path) -> None:
+    rows = _jsonl(concise_data / "train.jsonl")
+    calls = [r["messages"][-1] for r in rows if r["messages"][-1].get("tool_calls")]
+    answers = [
+        r["messages"][-1]["content"] for r in rows if not r["messages"][-1].get("tool_calls")
+    ]
+    assert len(calls) == 6
+    assert all(not c["content"] for c in calls)
+    assert all(0 < len(a) <= 160 for a in answers), answers
+    assert not any(a.startswith(("Sure", "Great", "Of course", "Certainly")) for a in answers)
+    # Second-turn examples: the short answer follows a real tool result.
+    assert sum(r["messages"][-2]["role"] == "tool" for r in rows) == 6
+
+
+def test_concise_answers_are_shorter_than_the_corpus_style() -> None:
+    from punie.corpus import make_specs, render_all, workspace_facts
+    from punie.tools import Workspace
+
+    root = ROOT / "data/workspace"
+    facts = workspace_facts(root)
+    ws = Workspace(root)
+    lengths = {}
+    for style in (False, True):
+        specs = make_specs(8, facts, seed=3, concise=style)
+        rows = [r for group in render_all(specs, ws, 3, concise=style) for r in group]
+        texts = [r["messages"][-1]["content"] for r in rows if r["kind"] != "tool_call"]
+        lengths[style] = sum(map(len, texts)) / len(texts)
+    assert lengths[True] < 0.6 * lengths[False], lengths
+
+
+def test_concise_data_leaves_out_the_evaluation_queries(concise_data: Path) -> None:
+    from punie.corpus import normalise
+    from punie.queries import load_queries
+
+    asked = {
+        normalise(m["content"])
+        for row in _jsonl(concise_data / "train.jsonl") + _jsonl(concise_data / "valid.jsonl")
+        for m in row["messages"]
+        if m["role"] == "user"
+    }
+    for name in ("discrimination.yaml", "heldout.yaml"):
+        for q in load_queries(ROOT / "data/queries" / name):
+            assert normalise(q.query) not in asked
+
+
+# --- the skipped path -----------------------------------------------------------------------
+
+
+def _declared_outputs(stage: str) -> list[str]:
+    block = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    paths = []
+    for key in ("outs", "metrics", "plots"):
+        for item in block.get(key, []):
+            paths.append(next(iter(item)) if isinstance(item, dict) else item)
+    return paths
+
+
+def test_skipped_path_produces_every_declared_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("metrics").mkdir()
+    Path("metrics/profile.json").write_text(json.dumps({"generation_share": 0.4}))
+    params = _params()
+    run_gate(params, concise.PROFILE_FILE, concise.GATE_FILE, _quiet())
+    gate = read_gate()
+    assert gate.retrain is False
+    run_concise_data(params, gate, concise.CONCISE_DIR, _quiet())
+    run_retrain(params, gate, concise.CONCISE_MODEL, _quiet())
+    for stage in ("gate", "concise_data", "retrain"):
+        for path in _declared_outputs(stage):
+            assert Path(path).exists(), f"{stage}: {path} missing on the skipped path"
+    skipped = json.loads(Path("data/concise/skipped.json").read_text())
+    assert skipped["reason"] == "gate: generation share at or below 0.70"
+    marker = json.loads(Path("models/concise/MAIN_MODEL_STANDS.json").read_text())
+    assert marker["trained"] is False and marker["model"] == params.models.main
+    assert json.loads(Path("metrics/retrain.json").read_text())["trained"] is False
+
+
+def test_retrain_without_data_says_what_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StageError, match="punie-lab concise-data"):
+        run_retrain(_params(), GateDecision(True, "x"), Path("models/concise"), _quiet())
+
+
+# --- LoRA progress, commands and the accuracy guard --------------------------------------
+
+
+def test_lora_progress_lines_are_parsed() -> None:
+    # Recorded from mlx-lm 0.32 (rich rows with ANSI colour codes) and older versions.
+    row = "  \x1b[38;5;244m  12\x1b[0m    \x1b[1;32m5.969 ▼\x1b[0m    \x1b[1m5,801\x1b[0m"
+    val = "  \x1b[38;5;244m   6\x1b[0m    \x1b[1;35mval\x1b[0m \x1b[1m5.993\x1b[0m    0.02s"
+    step = parse_lora_line(row)
+    assert step is not None and (step.iteration, step.loss, step.validation) == (12, 5.969, False)
+    step = parse_lora_line(val)
+    assert step is not None and (step.iteration, step.validation) == (6, True)
+    legacy = parse_lora_line("Iter 40: Train loss 1.234, Learning Rate 1.000e-03")
+    assert legacy is not None and (legacy.iteration, legacy.loss) == (40, 1.234)
+    nan = parse_lora_line("  \x1b[38;5;244m   3\x1b[0m    \x1b[1;33m  nan ▲\x1b[0m    0    0.0k")
+    assert nan is not None and nan.iteration == 3 and nan.loss != nan.loss
+    assert parse_lora_line("Loading pretrained model") is None
+    assert parse_lora_line("Trainable parameters: 18.391% (0.004M/0.022M)") is None
+
+
+def test_lora_command_carries_every_knob() -> None:
+    args, config = lora_command(
+        "models/main", Path("d"), Path("a"), iters=30, rank=4, learning_rate=5e-4,
+        num_layers=-1, batch_size=2, seed=7, max_seq_length=512,
+    )  # fmt: skip
+    assert args[0] == "lora" and "--train" in args
+
+    def flag(name: str) -> str:
+        return args[args.index(name) + 1]
+
+    assert flag("--fine-tune-type") == "lora"
+    assert (flag("--iters"), flag("--batch-size"), flag("--learning-rate")) == ("30", "2", "0.0005")
+    assert (flag("--num-layers"), flag("--seed"), flag("--max-seq-length")) == ("-1", "7", "512")
+    assert "--mask-prompt" in args  # train on the answers, not on the prompt
+    assert config["lora_parameters"]["rank"] == 4
+
+
+def test_accuracy_regressions_on_recorded_numbers() -> None:
+    same = {"accuracy_main": 0.9, "accuracy_concise": 0.9, "seed_accuracy_main": 1.0,
+            "seed_accuracy_concise": 1.0, "heldout_accuracy_main": 0.88,
+            "heldout_accuracy_concise": 0.88}  # fmt: skip
+    assert accuracy_regressions(same) == []
+    better = same | {"heldout_accuracy_concise": 0.95, "accuracy_concise": 0.95}
+    assert accuracy_regressions(better) == []
+    worse = same | {"heldout_accuracy_concise": 0.84}
+    assert accuracy_regressions(worse) == ["heldout_accuracy 0.88 -> 0.84"]
+
+
+# --- end to end on the tiny random models ------------------------------------------------------
+
+
+def _tiny_project(tmp: Path, model: Path, monkeypatch: pytest.MonkeyPatch) -> Params:
+    """A project directory whose params point at the tiny model and two queries."""
+    (tmp / "queries.yaml").write_text(
+        "- query: What is a closure?\n  expect: direct\n"
+        "- query: Explain recursion\n  expect: direct\n"
+    )
+    monkeypatch.chdir(tmp)
+    params = _params(tool_examples=3, direct_examples=2)
+    lora = params.conciseness.lora.model_copy(
+        update={"iters": 4, "batch_size": 2, "max_seq_length": 2048}
+    )
+    return params.model_copy(
+        update={
+            "models": params.models.model_copy(update={"main": str(model), "draft": None}),
+            "server": params.server.model_copy(update={"max_tokens": 8}),
+            "queries": params.queries.model_copy(
+                update={"seed": str(tmp / "queries.yaml"), "heldout": str(tmp / "queries.yaml")}
+            ),
+            "conciseness": params.conciseness.model_copy(update={"lora": lora}),
+        }
+    )
+
+
+def test_retrain_refuses_examples_longer_than_max_seq_length(
+    tiny_model_dir: Path, concise_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Truncation would cut the masked answer off (a NaN loss): refuse before training."""
+    import shutil
+
+    params = _tiny_project(tmp_path, tiny_model_dir, monkeypatch)
+    lora = params.conciseness.lora.model_copy(update={"max_seq_length": 64})
+    params = params.model_copy(
+        update={"conciseness": params.conciseness.model_copy(update={"lora": lora})}
+    )
+    shutil.copytree(concise_data, concise.CONCISE_DIR)
+    with pytest.raises(StageError, match=r"conciseness\.lora\.max_seq_length: 64"):
+        run_retrain(params, GateDecision(True, "x"), concise.CONCISE_MODEL, _quiet())
+    assert not (concise.RETRAIN_LOGS / "lora.log").exists()
+
+
+@pytest.mark.slow
+def test_retrain_trains_fuses_and_checks_accuracy(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from punie.tokenizer import tokenizer_fingerprint
+
+    params = _tiny_project(tmp_path, tiny_model_dir, monkeypatch)
+    gate = GateDecision(True, "forced for the test")
+    run_concise_data(params, gate, concise.CONCISE_DIR, _quiet())
+    run_retrain(params, gate, concise.CONCISE_MODEL, _quiet())
+    fused = concise.CONCISE_MODEL
+    assert (fused / "config.json").exists()
+    assert tokenizer_fingerprint(fused) == tokenizer_fingerprint(tiny_model_dir)
+    metrics = json.loads(concise.RETRAIN_METRICS.read_text())
+    assert metrics["trained"] is True
+    for key in ("accuracy_main", "accuracy_concise", "completion_tokens_mean_main",
+                "completion_tokens_mean_concise", "heldout_accuracy_concise"):  # fmt: skip
+        assert isinstance(metrics[key], (int, float)), key
+    log = (concise.RETRAIN_LOGS / "lora.log").read_text()
+    assert any(parse_lora_line(line) for line in log.splitlines())

@@ -1,0 +1,141 @@
+"""The corpus is rendered from the agent's own requests and never contains held-out queries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from punie.agent import capture_requests
+from punie.corpus import (
+    Spec,
+    final_answer,
+    make_specs,
+    normalise,
+    read_jsonl,
+    render_spec,
+    server_messages,
+    user_queries,
+    workspace_facts,
+)
+from punie.queries import load_queries
+from punie.tools import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+WS = Workspace(ROOT / "data/workspace")
+QUERY_FILES = [ROOT / "data/queries/discrimination.yaml", ROOT / "data/queries/heldout.yaml"]
+TOOL_SPEC = Spec("Where is UserSerializer defined?", "run_command",
+                 {"command": 'grep -rn "class UserSerializer" .'})  # fmt: skip
+DIRECT_SPEC = Spec("What is a mixin?", None, None, "Sure! A mixin is a small class. Bye!")
+
+
+def _excluded() -> list[str]:
+    return [q.query for p in QUERY_FILES for q in load_queries(p)]
+
+
+def _tokenizer(model_dir: Path):
+    from mlx_lm.tokenizer_utils import load
+
+    return load(model_dir)
+
+
+def test_rows_carry_exactly_the_agent_request() -> None:
+    rows = asyncio.run(render_spec(TOOL_SPEC, WS, random.Random(0)))
+    bodies = asyncio.run(
+        capture_requests(TOOL_SPEC.query, WS, (TOOL_SPEC.tool, TOOL_SPEC.args), "Done.")
+    )
+    assert [r["kind"] for r in rows] == ["tool_call", "tool_answer"]
+    for row, body in zip(rows, bodies, strict=True):
+        assert row["tools"] == body["tools"]
+        assert row["messages"][:-1] == server_messages(body["messages"])
+    # The second turn's answer is written from the tool's real output.
+    assert "accounts/serializers.py" in rows[1]["messages"][-1]["content"]
+
+
+def test_training_prompt_equals_server_prompt(tiny_model_dir: Path) -> None:
+    """What ChatDataset trains on starts with exactly the tokens the server prompts with."""
+    from mlx_lm.tuner.datasets import ChatDataset
+
+    tok = _tokenizer(tiny_model_dir)
+    for spec in (TOOL_SPEC, DIRECT_SPEC):
+        rows = asyncio.run(render_spec(spec, WS, random.Random(1)))
+        bodies = asyncio.run(
+            capture_requests(spec.query, WS, (spec.tool, spec.args) if spec.tool else None, "x")
+        )
+        for row, body in zip(rows, bodies, strict=True):
+            # The server: process_message_content, then the template with the body's tools.
+            served = tok.apply_chat_template(
+                server_messages(body["messages"]), tools=body["tools"], add_generation_prompt=True
+            )
+            row = json.loads(json.dumps(row))  # through JSONL, as mlx_lm lora reads it
+            tokens, offset = ChatDataset([row], tok, mask_prompt=True).process(row)
+            assert tokens[:offset] == served
+            assert len(tokens) > offset
+
+
+def test_tool_call_target_renders_as_a_parsable_tool_call(tiny_model_dir: Path) -> None:
+    from mlx_lm.tool_parsers.json_tools import parse_tool_call
+
+    tok = _tokenizer(tiny_model_dir)
+    row = asyncio.run(render_spec(TOOL_SPEC, WS, random.Random(0)))[0]
+    prompt = tok.apply_chat_template(row["messages"][:-1], tools=row["tools"],
+                                     add_generation_prompt=True, tokenize=False)  # fmt: skip
+    full = tok.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False)
+    target = full[len(prompt) :]
+    assert target.startswith("<tool_call>\n") and target.rstrip().endswith("</tool_call><|im_end|>")
+    inner = target.split("<tool_call>", 1)[1].split("</tool_call>", 1)[0]
+    assert parse_tool_call(inner) == {"name": "run_command", "arguments": TOOL_SPEC.args}
+
+
+def test_generated_queries_never_match_held_out_or_seed() -> None:
+    excluded = _excluded()
+    specs = make_specs(3000, workspace_facts(WS.root), seed=0, exclude=excluded)
+    generated = {normalise(s.query) for s in specs}
+    assert generated.isdisjoint({normalise(q) for q in excluded})
+    assert not {s.query for s in specs} & set(excluded)
+
+
+def test_built_corpus_has_no_held_out_query() -> None:
+    corpus = ROOT / "data/corpus"
+    if not (corpus / "train.jsonl").exists():
+        pytest.skip("data/corpus not built (run `punie-lab bootstrap`)")
+    rows = [
+        r for split in ("train", "valid", "test") for r in read_jsonl(corpus / f"{split}.jsonl")
+    ]
+    queries = user_queries(rows)
+    excluded = _excluded()
+    assert not queries & set(excluded)
+    assert not {normalise(q) for q in queries} & {normalise(q) for q in excluded}
+
+
+def test_specs_are_deterministic_and_varied() -> None:
+    facts = workspace_facts(WS.root)
+    a = make_specs(200, facts, seed=3)
+    assert a == make_specs(200, facts, seed=3)
+    assert len({normalise(s.query) for s in a}) == 200
+    tools = {s.tool for s in a}
+    assert tools == {None, "run_command", "read_file"}
+
+
+def test_tool_arguments_run_cleanly_on_the_workspace() -> None:
+    from punie.tools import read_file, run_command
+
+    for spec in make_specs(150, workspace_facts(WS.root), seed=5):
+        if spec.tool == "run_command":
+            out = run_command(WS, spec.args["command"])
+        elif spec.tool == "read_file":
+            out = read_file(WS, spec.args["path"])
+        else:
+            continue
+        assert not out.startswith(("refused:", "error:")), (spec, out)
+
+
+def test_final_answer_uses_the_tool_output() -> None:
+    out = "./orders/views.py:14:class OrderViewSet(viewsets.ModelViewSet):\n"
+    text = final_answer(TOOL_SPEC, out, random.Random(0))
+    assert "orders/views.py" in text and "14" in text and "OrderViewSet" in text
+    empty = final_answer(TOOL_SPEC, "(no output, exit status 1)", random.Random(0))
+    assert "no matches" in empty

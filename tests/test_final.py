@@ -1,0 +1,233 @@
+"""Final benchmark: success criteria from recorded numbers, the report and the README section."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from punie.errors import StageError
+from punie.final_report import (
+    README_END,
+    README_START,
+    Measured,
+    failed_criteria,
+    failure_banner,
+    final_metrics,
+    render_final_report,
+    rewrite_readme,
+)
+from punie.stages.final import comparison_rows, run_readme, speculative_pick
+
+# Recorded from a run of the embedded models (rounded); the criteria are computed, not typed.
+RECORDED = Measured(
+    baseline_e2e_mean_s=2.0,
+    optimized_e2e_mean_s=0.7,
+    baseline_seed_accuracy=1.0,
+    optimized_seed_accuracy=1.0,
+    baseline_heldout_accuracy=0.9,
+    optimized_heldout_accuracy=0.9,
+    baseline_accuracy=0.92,
+    optimized_accuracy=0.92,
+    baseline_completion_tokens_mean=60.0,
+    optimized_completion_tokens_mean=24.0,
+    server_peak_rss_mb=512.0,
+)
+FLAT_KEYS = {
+    "baseline_e2e_mean_s", "optimized_e2e_mean_s", "latency_ratio", "accuracy_baseline",
+    "accuracy_optimized", "completion_tokens_ratio", "server_peak_rss_mb", "memory_budget_mb",
+    "latency_ratio_ok", "seed_accuracy_ok", "heldout_accuracy_ok", "memory_ok", "criteria_met",
+}  # fmt: skip
+
+
+def _metrics(m: Measured = RECORDED, target: float = 0.40, budget: float = 32768) -> dict:
+    return final_metrics(m, latency_ratio_target=target, memory_budget_mb=budget)
+
+
+def test_all_criteria_met_on_a_good_run() -> None:
+    metrics = _metrics()
+    assert metrics.keys() >= FLAT_KEYS
+    assert metrics["latency_ratio"] == pytest.approx(0.35)
+    assert metrics["completion_tokens_ratio"] == pytest.approx(0.4)
+    assert metrics["criteria_met"] is True
+    assert failed_criteria(metrics) == []
+    assert failure_banner(metrics) is None
+    assert all(not isinstance(v, (dict, list)) for v in metrics.values())  # flat
+
+
+def test_latency_ratio_exactly_at_the_target_is_met() -> None:
+    metrics = _metrics(replace(RECORDED, optimized_e2e_mean_s=0.8))
+    assert metrics["latency_ratio"] == pytest.approx(0.4)
+    assert metrics["latency_ratio_ok"] is True
+
+
+def test_slower_than_target_fails_latency_only() -> None:
+    metrics = _metrics(replace(RECORDED, optimized_e2e_mean_s=1.5))
+    assert failed_criteria(metrics) == ["latency_ratio_ok"]
+    assert metrics["criteria_met"] is False
+
+
+def test_one_wrong_seed_query_fails_seed_accuracy() -> None:
+    metrics = _metrics(replace(RECORDED, optimized_seed_accuracy=0.8))
+    assert failed_criteria(metrics) == ["seed_accuracy_ok"]
+
+
+def test_heldout_accuracy_below_the_baseline_fails_even_when_faster() -> None:
+    metrics = _metrics(replace(RECORDED, optimized_heldout_accuracy=0.86))
+    assert failed_criteria(metrics) == ["heldout_accuracy_ok"]
+    better = _metrics(replace(RECORDED, optimized_heldout_accuracy=0.95))
+    assert better["heldout_accuracy_ok"] is True
+
+
+def test_memory_over_the_budget_fails() -> None:
+    metrics = _metrics(budget=500)
+    assert failed_criteria(metrics) == ["memory_ok"]
+    assert metrics["memory_budget_mb"] == 500
+
+
+def test_failure_banner_names_every_failed_criterion() -> None:
+    bad = replace(RECORDED, optimized_e2e_mean_s=1.9, optimized_seed_accuracy=0.6)
+    banner = failure_banner(_metrics(bad))
+    assert banner is not None
+    assert "FAILED: 2 of 4" in banner
+    assert "latency_ratio_ok" in banner and "seed_accuracy_ok" in banner
+    assert "memory_ok" not in banner
+
+
+def test_final_report_has_the_table_and_the_decisions() -> None:
+    metrics = _metrics(replace(RECORDED, optimized_e2e_mean_s=1.9)) | {
+        "baseline_server_peak_rss_mb": 300.0,
+        "draft_acceptance_rate": 0.61,
+    }
+    decisions = {
+        "gate": {"retrain": True, "reason": "generation share above 0.70"},
+        "speculative_choice": {"draft": "models/draft", "num_draft_tokens": 3},
+        "retrain": {"trained": True},
+    }
+    report = render_final_report(metrics, decisions, {"baseline": "main", "optimized": "concise"})
+    assert "| end-to-end mean (s) | 2.000 | 1.900 |" in report
+    assert "generation share above 0.70" in report
+    assert "k = 3" in report
+    assert "concise LoRA model replaced the main model" in report
+    assert "0.610" in report
+    assert "FAILED" in report
+
+
+def test_comparison_rows_for_dvc_plots() -> None:
+    rows = comparison_rows(_metrics())
+    assert [r["configuration"] for r in rows] == ["baseline", "optimised"]
+    assert rows[1]["e2e_mean_s"] == pytest.approx(0.7)
+
+
+def test_speculative_choice_is_read_or_refused() -> None:
+    assert speculative_pick({"draft": None}) == (None, None)
+    assert speculative_pick({"draft": "models/draft", "num_draft_tokens": 3}) == ("models/draft", 3)
+    assert speculative_pick({"draft": "models/draft", "k": 2}) == ("models/draft", 2)
+    with pytest.raises(StageError, match="num_draft_tokens"):
+        speculative_pick({"draft": "models/draft"})
+
+
+# --- README ----------------------------------------------------------------------------------
+
+
+def _recorded_metrics(dir: Path) -> None:
+    dir.mkdir()
+    final = _metrics() | {"baseline_server_peak_rss_mb": 300.0, "draft_acceptance_rate": 0.61}
+    files = {
+        "final.json": final,
+        "gate.json": {"retrain": True, "reason": "generation share above 0.70"},
+        "speculative_choice.json": {"draft": "models/draft", "num_draft_tokens": 3},
+        "retrain.json": {"trained": True, "accuracy_main": 0.9, "accuracy_concise": 0.9},
+        "profile.json": {"generation_share": 0.9312, "e2e_mean_s": 1.734},
+    }
+    for name, data in files.items():
+        (dir / name).write_text(json.dumps(data))
+
+
+def test_readme_section_is_generated_from_metrics_and_idempotent(tmp_path: Path) -> None:
+    _recorded_metrics(tmp_path / "metrics")
+    readme = tmp_path / "README.md"
+    before = f"# Punie\n\nIntro.\n\n{README_START}\nold figures\n{README_END}\n\n## After\n"
+    readme.write_text(before)
+    run_readme(readme, tmp_path / "metrics")
+    first = readme.read_text()
+    run_readme(readme, tmp_path / "metrics")
+    assert readme.read_text() == first
+    assert first.startswith("# Punie\n\nIntro.\n\n")
+    assert first.endswith(f"{README_END}\n\n## After\n")
+    assert "old figures" not in first
+    assert "0.350" in first  # latency ratio, from final.json
+    assert "0.931" in first  # generation share, from profile.json
+    assert "not** the latency of the 30B model" in first
+
+
+def test_readme_without_markers_gets_the_section_appended(tmp_path: Path) -> None:
+    _recorded_metrics(tmp_path / "metrics")
+    readme = tmp_path / "README.md"
+    readme.write_text("# Punie\n")
+    run_readme(readme, tmp_path / "metrics")
+    text = readme.read_text()
+    assert text.startswith("# Punie\n\n" + README_START)
+    assert rewrite_readme(text, "x") == rewrite_readme(rewrite_readme(text, "x"), "x")
+
+
+def test_readme_with_no_metrics_says_so(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    run_readme(readme, tmp_path / "metrics")
+    assert "No metrics yet" in readme.read_text()
+
+
+# --- end to end on the tiny random models ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_final_runs_both_configurations_and_writes_every_output(
+    tiny_model_dir: Path, tiny_draft_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from punie.params import load_params
+    from punie.stages import final
+
+    root = Path(__file__).resolve().parents[1]
+    params = load_params(root / "params.yaml")
+    queries = tmp_path / "queries.yaml"
+    queries.write_text(
+        "- query: Find all Django views\n  expect: tool\n  tool: run_command\n"
+        "- query: What is a closure?\n  expect: direct\n"
+    )
+    params = params.model_copy(
+        update={
+            "models": params.models.model_copy(update={"main": str(tiny_model_dir)}),
+            "server": params.server.model_copy(update={"max_tokens": 8}),
+            "agent": params.agent.model_copy(update={"workspace": str(root / "data/workspace")}),
+            "queries": params.queries.model_copy(
+                update={"seed": str(queries), "heldout": str(queries)}
+            ),
+            "final": params.final.model_copy(update={"acceptance_prompts": 2}),
+        }
+    )
+    monkeypatch.chdir(tmp_path)
+    Path("metrics").mkdir()
+    Path("metrics/gate.json").write_text('{"retrain": false, "reason": "below"}')
+    Path("metrics/retrain.json").write_text('{"trained": false}')
+    choice = {"draft": str(tiny_draft_dir), "num_draft_tokens": 2}
+    Path("metrics/speculative_choice.json").write_text(json.dumps(choice))
+
+    assert final.run_final(params, Console(quiet=True)) == 0
+
+    metrics = json.loads(Path("metrics/final.json").read_text())
+    assert metrics.keys() >= FLAT_KEYS
+    assert metrics["memory_budget_mb"] == params.final.memory_budget_mb
+    assert 0 < metrics["server_peak_rss_mb"] < metrics["memory_budget_mb"]
+    assert 0.0 <= metrics["draft_acceptance_rate"] <= 1.0
+    assert metrics["num_draft_tokens"] == 2
+    records = json.loads(Path("metrics/final_records.json").read_text())
+    assert [r["query"] for r in records["records"]["baseline"]] == [
+        r["query"] for r in records["records"]["optimized"]
+    ]
+    assert records["configurations"]["optimized"]["draft_model"] == str(tiny_draft_dir)
+    assert len(json.loads(Path("metrics/final_comparison.json").read_text())) == 2
+    assert "## Success criteria" in Path("reports/final.md").read_text()
