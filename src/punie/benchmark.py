@@ -26,16 +26,24 @@ WARMUP_QUERY = "Say hello."
 def server_config(
     params: Params, model_path: str, draft: str | None = None, k: int | None = None
 ) -> ServerConfig:
-    """The lab's server settings (params `server`) for one model, optionally with a draft."""
+    """The lab's server settings (params `server`) for one model, optionally with a draft.
+
+    A draft server takes `speculative.draft_prompt_cache_size`: mlx-lm 0.32.2 stores a
+    speculative generation's prompt cache one token off, so reusing it changes greedy answers
+    (found by the speculative stage).
+    """
     from punie.training.server_config import ServerConfig
 
     s = params.server
+    cache = s.prompt_cache_size
+    if draft and params.speculative.draft_prompt_cache_size is not None:
+        cache = params.speculative.draft_prompt_cache_size
     return ServerConfig(
         model_path=model_path,
         host=s.host,
         temp=s.temp,
         max_tokens=s.max_tokens,
-        prompt_cache_size=s.prompt_cache_size,
+        prompt_cache_size=cache,
         chat_template_args=s.chat_template_args or None,
         draft_model=draft,
         num_draft_tokens=k if draft else None,

@@ -96,7 +96,7 @@ def evaluate(
     cases = [Case(p.stem, p.stem, q) for p in paths for q in load_queries(p)]
     print(f"bootstrap --eval: {len(cases)} queries through mlx_lm server + agent + tools")
     records = asyncio.run(run_accuracy(params, cases))
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"main": params.models.main, "draft": params.models.draft}
     for p in paths:
         for k, v in set_figures([r for r in records if r.set == p.stem]).items():
             figures[f"{p.stem}_{k}"] = v

@@ -86,6 +86,7 @@ class Speculative(_Section):
     repeats: int = Field(default=1, ge=1)
     memory_budget_mb: float = Field(default=32768, gt=0)
     control: bool = True  # also measure the draft server with k=0 (nothing drafted)
+    draft_prompt_cache_size: int | None = Field(default=0, ge=0)  # None: server's setting
 
     @field_validator("num_draft_tokens")
     @classmethod
@@ -97,9 +98,9 @@ class Speculative(_Section):
 
 
 class Lora(_Section):
-    iters: int = Field(default=150, ge=1)
+    iters: int = Field(default=40, ge=1)
     rank: int = Field(default=8, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0)
     num_layers: int = Field(default=-1, ge=-1)
     batch_size: int = Field(default=4, ge=1)
     max_seq_length: int = Field(default=2048, ge=16)

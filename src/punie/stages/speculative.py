@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from punie.measure import Case, QueryRecord
     from punie.params import Params
+    from punie.training.server_config import ServerConfig
 
 RESULTS = Path("results/speculative")
 METRICS = Path("metrics/speculative.json")
@@ -235,6 +236,16 @@ async def _agent(params: Params, base_url: str, k: int | None) -> AsyncGenerator
         yield _Config("baseline" if k is None else f"k{k}", k, agent, clock)
 
 
+def _draft_server_config(params: Params, draft: str, k: int) -> ServerConfig:
+    """The main+draft server; its prompt cache per `speculative.draft_prompt_cache_size`
+    (see params.yaml: mlx-lm's cache reuse after speculative generation changes answers)."""
+    from punie.benchmark import server_config
+
+    config = server_config(params, params.models.main, draft, k)
+    size = params.speculative.draft_prompt_cache_size
+    return config if size is None else config.model_copy(update={"prompt_cache_size": size})
+
+
 async def _measure(
     params: Params, cases: Sequence[Case], ks: Sequence[int], log_dir: Path
 ) -> tuple[list[_Config], dict[str, float]]:
@@ -252,7 +263,7 @@ async def _measure(
         samplers = {}
         for label, cfg in (
             ("baseline", server_config(params, params.models.main)),
-            ("draft", server_config(params, params.models.main, draft, ks[0])),
+            ("draft", _draft_server_config(params, draft, ks[0])),
         ):
             server = ServerProcess(
                 cfg,
@@ -716,9 +727,17 @@ def render_report(
         for k, d in mism:
             example = d["mismatch_example"] or d["acceptance"]["mismatch_example"]
             lines.append(
-                f"- k={k}: {d['answer_mismatches']} agent answers differ, "
+                f"- k={k}: {d['answer_mismatches']} of {d['summary']['n_queries']} agent "
+                "answers differ, "
                 f"{d['acceptance']['token_mismatches']} in-process generations differ; "
                 f"example: `{json.dumps(example)[:600]}`"
+            )
+        if control is not None and control["answer_mismatches"]:
+            lines.append(
+                f"- k=0 (draft loaded, nothing drafted): {control['answer_mismatches']} answers "
+                "differ too, so the difference comes from the draft server's own path (prompt "
+                "cache reuse, prefill shapes), not from drafting; compare the in-process "
+                "token mismatches, where only drafting differs."
             )
         lines.append("")
     else:

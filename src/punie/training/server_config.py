@@ -26,7 +26,7 @@ class ServerConfig(BaseModel):
     chat_template_args: dict[str, Any] | None = None
     draft_model: str | None = Field(default=None, min_length=1)
     num_draft_tokens: int | None = Field(default=None, ge=1)
-    prompt_cache_size: int | None = Field(default=None, ge=1)
+    prompt_cache_size: int | None = Field(default=None, ge=0)  # 0: no prompt cache reuse
     log_level: str | None = Field(default=None, pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
 
     @model_validator(mode="after")
