@@ -36,6 +36,9 @@ def tests(session: nox.Session) -> None:
     """The whole test suite, slow end-to-end tests included (`-m "not slow"` for the fast set)."""
     _install(session)
     session.run("pytest", *(session.posargs or ["-q"]))
+    if not session.posargs:
+        # A full run wrote reports/reliability.json; fail if any reliability figure misses.
+        session.run("punie-lab", "reliability")
 
 
 @nox.session(python=PYTHON, default=False)
@@ -44,3 +47,5 @@ def repro(session: nox.Session) -> None:
     _install(session)
     session.run("dvc", "repro", *session.posargs)
     session.run("dvc", "metrics", "show")
+    if not session.posargs:
+        session.run("punie-lab", "readme")  # the README's results section, from the metrics

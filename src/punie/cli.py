@@ -14,7 +14,7 @@ from types import FrameType
 STAGES: dict[str, tuple[str, str]] = {
     "bootstrap": ("punie.stages.bootstrap", "build the embedded default main and draft models"),
     "profile": ("punie.stages.profile", "measure where every second of an agent query goes"),
-    "speculative": ("punie.stages.speculative", "benchmark the baseline against a draft model for each k"),
+    "speculative": ("punie.stages.speculative", "benchmark baseline vs draft for each k"),
     "speculative-report": (
         "punie.stages.speculative",
         "aggregate per-k results and choose the configuration",
