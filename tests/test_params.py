@@ -31,6 +31,7 @@ def test_committed_params_load() -> None:
         ("profile", "repeatz", 1, "profile.repeatz: unknown key"),
         ("runtime", "blas", "mkl", "runtime.blas"),
         ("conciseness", "generation_share_threshold", 1.5, "generation_share_threshold"),
+        ("conciseness", "on_regression", "ignore", "conciseness.on_regression"),
     ],
 )
 def test_bad_values_are_named(section: str, key: str, value: object, named: str) -> None:

@@ -111,6 +111,9 @@ class Conciseness(_Section):
     force: bool | None = None
     tool_examples: int = Field(default=25, ge=1)
     direct_examples: int = Field(default=12, ge=1)
+    # What a retrained model that lost accuracy does: `fail` stops the pipeline (exit 1);
+    # `keep_main` discards it, says so loudly and lets the final stage use the main model.
+    on_regression: Literal["keep_main", "fail"] = "keep_main"
     lora: Lora = Lora()
 
 

@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -366,12 +367,32 @@ def check_and_record(params: Params, concise: Path, console: Console) -> dict[st
     write_json(RETRAIN_METRICS, metrics)
     regressions = accuracy_regressions(metrics)
     if regressions:
-        raise StageError(
+        message = (
             "ACCURACY REGRESSION: the concise model is less accurate than the main model ("
             + "; ".join(regressions)
             + f"). {concise} must not replace the main model; see {RETRAIN_METRICS} and lower "
             "conciseness.lora.iters / learning_rate, or set conciseness.force: false."
         )
+        if params.conciseness.on_regression == "fail":
+            raise StageError(message)
+        # keep_main: the regressed model is discarded, never benchmarked as "optimised".
+        shutil.rmtree(concise)
+        concise.mkdir(parents=True)
+        reason = "retrained model lost accuracy; discarded"
+        write_json(
+            concise / MAIN_STANDS,
+            {
+                "trained": False,
+                "model": params.models.main,
+                "reason": reason,
+                "regressions": regressions,
+            },
+        )
+        metrics = {**metrics, "trained": False, "regression": True, "reason": reason}
+        write_json(RETRAIN_METRICS, metrics)
+        console.print(f"[bold red]{message}[/]\n[bold red]retrain: the main model stands[/]")
+        print(f"punie-lab retrain: WARNING: {message} The main model stands.", file=sys.stderr)
+        return metrics
     tokens = metrics["completion_tokens_mean_main"], metrics["completion_tokens_mean_concise"]
     console.print(
         f"[bold green]retrain[/]: accuracy kept ({metrics['accuracy_main']:.3f} -> "
