@@ -13,7 +13,7 @@ SOURCES = ["src", "tests", "noxfile.py"]
 
 
 def _install(session: nox.Session) -> None:
-    session.install("-e", ".", "--group", "dev")
+    session.install("-e", ".[otel]", "--group", "dev")
 
 
 @nox.session(python=PYTHON)
