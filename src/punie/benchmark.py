@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
+    from pydantic_ai import Agent
+
     from punie.measure import Case, QueryRecord, ServerMemorySampler
     from punie.params import Params
     from punie.training.server import ServerProcess
@@ -50,6 +54,20 @@ def server_config(
     )
 
 
+def params_agent(params: Params, base_url: str) -> AbstractAsyncContextManager[Agent[None, str]]:
+    """`measure.timed_agent` with the lab's agent and server settings (params `agent`, `server`)."""
+    from punie.measure import timed_agent
+
+    return timed_agent(
+        base_url,
+        Path(params.agent.workspace),
+        request_timeout_s=params.server.request_timeout_s,
+        tool_timeout_s=params.agent.tool_timeout_s,
+        tool_output_cap=params.agent.tool_output_cap,
+        max_tokens=params.server.max_tokens,
+    )
+
+
 @dataclass
 class ConfigRun:
     """What one configuration produced: its records and its server's peak memory."""
@@ -71,7 +89,7 @@ class _Live:
 async def _start(
     stack: contextlib.AsyncExitStack, params: Params, run: ConfigRun, log_dir: Path
 ) -> _Live:
-    from punie.measure import ServerMemorySampler, run_query, timed_agent
+    from punie.measure import ServerMemorySampler, run_query
     from punie.queries import Query
     from punie.training.server import ServerProcess
 
@@ -83,16 +101,7 @@ async def _start(
     )
     await stack.enter_async_context(server)
     memory = stack.enter_context(ServerMemorySampler(server.pid))
-    agent = await stack.enter_async_context(
-        timed_agent(
-            server.base_url,
-            Path(params.agent.workspace),
-            request_timeout_s=params.server.request_timeout_s,
-            tool_timeout_s=params.agent.tool_timeout_s,
-            tool_output_cap=params.agent.tool_output_cap,
-            max_tokens=params.server.max_tokens,
-        )
-    )
+    agent = await stack.enter_async_context(params_agent(params, server.base_url))
     # One untimed query first: the first request pays for lazy loading and compilation.
     await run_query(agent, Query(WARMUP_QUERY, "direct"), timeout_s=_query_timeout(params))
     return _Live(run, server, memory, agent)

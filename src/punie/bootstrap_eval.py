@@ -50,8 +50,8 @@ def set_figures(records: Sequence[QueryRecord]) -> dict[str, Any]:
 
 
 async def run_accuracy(params: Params, cases: Sequence[Case]) -> list[QueryRecord]:
-    from punie.benchmark import server_config
-    from punie.measure import run_queries, timed_agent
+    from punie.benchmark import params_agent, server_config
+    from punie.measure import run_queries
     from punie.training.server import ServerProcess
 
     def show(r: QueryRecord) -> None:
@@ -68,14 +68,7 @@ async def run_accuracy(params: Params, cases: Sequence[Case]) -> list[QueryRecor
         ServerProcess(
             config, ready_timeout_s=params.server.ready_timeout_s, blas=params.runtime.blas
         ) as server,
-        timed_agent(
-            server.base_url,
-            Path(params.agent.workspace),
-            request_timeout_s=params.server.request_timeout_s,
-            tool_timeout_s=params.agent.tool_timeout_s,
-            tool_output_cap=params.agent.tool_output_cap,
-            max_tokens=params.server.max_tokens,
-        ) as agent,
+        params_agent(params, server.base_url) as agent,
     ):
         return await run_queries(
             agent, cases, timeout_s=params.server.request_timeout_s, max_turns=4, on_record=show

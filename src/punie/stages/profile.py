@@ -144,20 +144,13 @@ async def _measure(
 ) -> tuple[list[QueryRecord], QueryRecord, float]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from punie.measure import ServerMemorySampler, run_queries, run_query, timed_agent
+    from punie.benchmark import params_agent, server_config
+    from punie.measure import ServerMemorySampler, run_queries, run_query
     from punie.queries import Query
     from punie.training.server import ServerError, ServerProcess
-    from punie.training.server_config import ServerConfig
 
     server_params = params.server
-    config = ServerConfig(
-        model_path=model_path,
-        host=server_params.host,
-        temp=server_params.temp,
-        max_tokens=server_params.max_tokens,
-        prompt_cache_size=server_params.prompt_cache_size,
-        chat_template_args=server_params.chat_template_args or None,
-    )
+    config = server_config(params, model_path)
     max_turns = params.profile.max_turns
     # A query may make `max_turns` requests, each bounded by the request timeout.
     query_timeout_s = server_params.request_timeout_s * max_turns
@@ -170,14 +163,7 @@ async def _measure(
     )
     async with server:
         with ServerMemorySampler(server.pid) as memory:
-            async with timed_agent(
-                server.base_url,
-                Path(params.agent.workspace),
-                request_timeout_s=server_params.request_timeout_s,
-                tool_timeout_s=params.agent.tool_timeout_s,
-                tool_output_cap=params.agent.tool_output_cap,
-                max_tokens=server_params.max_tokens,
-            ) as agent:
+            async with params_agent(params, server.base_url) as agent:
                 warm = await run_query(
                     agent, Query(WARMUP_QUERY, "direct"), timeout_s=query_timeout_s, max_turns=2
                 )
