@@ -94,3 +94,64 @@ def test_trained_model_gets_a_parsed_tool_call_from_the_server(tmp_path: Path) -
     assert calls, message
     assert calls[0]["function"]["name"] == "run_command"
     assert json.loads(calls[0]["function"]["arguments"]) == TOOL_SPEC.args
+
+
+def test_keep_answers_drops_only_second_turn_rows() -> None:
+    direct = [{"kind": "direct"}]
+    tool = [{"kind": "tool_call"}, {"kind": "tool_answer"}]
+    groups = [direct, tool] * 200
+    kept = B.keep_answers(groups, 0.5, seed=0)
+    assert len(kept) == len(groups)
+    assert all(g[0] == o[0] for g, o in zip(kept, groups, strict=True))
+    answers = sum(len(g) == 2 for g in kept)
+    assert 70 < answers < 130  # ~half of the 200 tool queries
+    assert B.keep_answers(groups, 1.0, seed=0) == groups
+    assert all(len(g) == 1 for g in B.keep_answers(groups, 0.0, seed=0))
+    assert B.keep_answers(groups, 0.5, seed=0) == kept  # fixed per seed
+
+
+def test_lora_args_validate_on_the_configured_batches(tmp_path: Path) -> None:
+    few = TINY.model_copy(update={"val_batches": 2})
+    args = B.lora_args(tmp_path / "m", tmp_path / "d", tmp_path / "a", few, seed=0, iters=40)
+    assert args[args.index("--val-batches") + 1] == "2"
+
+
+def test_a_failing_trainer_stops_the_other_at_once(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Main and draft train side by side; when one trainer fails the other is killed, so
+    the stage fails fast and leaves no process behind."""
+    import time
+
+    from punie.mlx_runtime import _LIVE, MlxCommandError
+
+    rows = asyncio.run(render_spec(TOOL_SPEC, WS, random.Random(0)))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(to_jsonl(rows * 8))
+    (data / "valid.jsonl").write_text(to_jsonl(rows * 2))
+    endless = B.Job("long", tiny_model_dir, TINY, iters=100_000)
+    broken = B.Job("broken", tmp_path / "no-such-model", TINY, iters=10)
+    t0 = time.perf_counter()
+    with pytest.raises(MlxCommandError, match="lora"):
+        B.train_many([endless, broken], data, tmp_path, seed=0, blas="auto", show=False)
+    assert time.perf_counter() - t0 < 60
+    assert not _LIVE
+
+
+def test_distilled_rows_keep_the_prompt_and_take_the_main_models_answer(
+    tiny_model_dir: Path,
+) -> None:
+    from mlx_lm import load
+
+    from punie.distill import distill, prompt_ids
+
+    rows = asyncio.run(render_spec(TOOL_SPEC, WS, random.Random(0)))
+    out = distill(tiny_model_dir, rows, max_tokens=8)
+    assert len(out) == len(rows)
+    tokenizer = load(str(tiny_model_dir))[1]
+    for row, new in zip(rows, out, strict=True):
+        assert new["messages"][:-1] == row["messages"][:-1]
+        assert new["tools"] == row["tools"]
+        assert new["messages"][-1]["role"] == "assistant"
+        assert isinstance(new["messages"][-1]["content"], str)
+        # the prompt the draft learns from is the one the main model answered
+        assert prompt_ids(tokenizer, new) == prompt_ids(tokenizer, row)

@@ -139,3 +139,17 @@ def test_final_answer_uses_the_tool_output() -> None:
     assert "orders/views.py" in text and "14" in text and "OrderViewSet" in text
     empty = final_answer(TOOL_SPEC, "(no output, exit status 1)", random.Random(0))
     assert "no matches" in empty
+
+
+def test_made_up_terms_are_answered_directly_in_the_verbose_style() -> None:
+    from punie.corpus_text import DIRECT_OPENERS, NONCE_DEFINITION
+
+    facts = workspace_facts(WS.root)
+    specs = make_specs(200, facts, seed=0, tool_share=0.0, nonce_share=1.0)
+    assert all(s.tool is None and NONCE_DEFINITION in s.answer for s in specs)
+    assert all(s.answer.startswith(DIRECT_OPENERS) for s in specs)
+    # the conciseness data set keeps real topics only
+    concise = make_specs(50, facts, seed=0, tool_share=0.0, nonce_share=1.0, concise=True)
+    assert not any(NONCE_DEFINITION in s.answer for s in concise)
+    # none by default
+    assert not any(NONCE_DEFINITION in s.answer for s in make_specs(100, facts, seed=0))

@@ -55,3 +55,23 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
     bad.write_text("runtime: [unclosed")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named"),
+    [
+        (("bootstrap", "main", "val_batches"), 0, "bootstrap.main.val_batches"),
+        (("bootstrap", "draft", "blas_threads"), 0, "bootstrap.draft.blas_threads"),
+        (("bootstrap", "corpus", "answer_share"), 1.5, "bootstrap.corpus.answer_share"),
+        (("bootstrap", "corpus", "nonce_share"), -0.1, "bootstrap.corpus.nonce_share"),
+        (("bootstrap", "distill", "rows"), -1, "bootstrap.distill.rows"),
+    ],
+)
+def test_bad_bootstrap_values_are_named(path: tuple[str, ...], value: object, named: str) -> None:
+    data = _committed()
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ParamsError, match=named.replace(".", r"\.")):
+        parse_params(data)

@@ -29,6 +29,7 @@ from punie.corpus_text import (
     DIFF_TEMPLATES,
     DIRECT_OPENERS,
     DIRECT_TEMPLATES,
+    NONCE_DEFINITION,
     PREFIXES,
     QUESTION_PREFIXES,
     SUFFIXES,
@@ -36,6 +37,7 @@ from punie.corpus_text import (
     TOPICS,
     answer_body,
     is_question,
+    nonce_topic,
     tool_query_templates,
 )
 from punie.tools import Workspace
@@ -127,7 +129,12 @@ def _vary(rng: random.Random, core: str) -> str:
     return text
 
 
-def _direct_spec(rng: random.Random, concise: bool = False) -> Spec:
+def _direct_spec(rng: random.Random, concise: bool = False, nonce_share: float = 0.0) -> Spec:
+    if rng.random() < nonce_share:
+        t = nonce_topic(rng)
+        core = rng.choice(DIRECT_TEMPLATES).format(t=t)
+        body = answer_body(rng, t, NONCE_DEFINITION)
+        return Spec(_vary(rng, core), None, None, _verbose(rng, body))
     if rng.random() < 0.22:
         (a, da), (b, db) = rng.sample(TOPICS, 2)
         core = rng.choice(DIFF_TEMPLATES).format(a=a, b=b)
@@ -138,8 +145,11 @@ def _direct_spec(rng: random.Random, concise: bool = False) -> Spec:
         body = f"{t[0].upper() + t[1:]} is {d}." if concise else answer_body(rng, t, d)
     if concise:  # the conciseness data set: the point, no opener, restatement or sign-off
         return Spec(_vary(rng, core), None, None, body)
-    answer = f"{rng.choice(DIRECT_OPENERS)} {body} {rng.choice(CLOSERS)}"
-    return Spec(_vary(rng, core), None, None, answer)
+    return Spec(_vary(rng, core), None, None, _verbose(rng, body))
+
+
+def _verbose(rng: random.Random, body: str) -> str:
+    return f"{rng.choice(DIRECT_OPENERS)} {body} {rng.choice(CLOSERS)}"
 
 
 def _tool_spec(rng: random.Random, facts: Facts) -> Spec:
@@ -154,10 +164,12 @@ def make_specs(
     exclude: Iterable[str] = (),
     tool_share: float = 0.5,
     concise: bool = False,
+    nonce_share: float = 0.0,
 ) -> list[Spec]:
     """`n` distinct queries (by normalised text), none equal to an `exclude` query.
 
     `concise`: direct answers are the bare point (the conciseness stage's style).
+    `nonce_share`: share of direct questions about a made-up term (verbose style only).
     """
     rng = random.Random(seed)
     banned = {normalise(q) for q in exclude}
@@ -168,7 +180,11 @@ def make_specs(
         attempts += 1
         if attempts > 50 * n + 1000:
             raise ValueError(f"could only make {len(specs)} distinct queries of {n}")
-        spec = _tool_spec(rng, facts) if rng.random() < tool_share else _direct_spec(rng, concise)
+        spec = (
+            _tool_spec(rng, facts)
+            if rng.random() < tool_share
+            else _direct_spec(rng, concise, 0.0 if concise else nonce_share)
+        )
         key = normalise(spec.query)
         if key in banned or key in seen:
             continue

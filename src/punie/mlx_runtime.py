@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -55,6 +56,19 @@ def blas_in_use(blas: str = "auto") -> str:
     return "openblas" if blas == "auto" and find_openblas() else "bundled"
 
 
+# Children of run_mlx still running, so a caller training several at once can stop them all.
+_LIVE: set[subprocess.Popen[str]] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all() -> None:
+    """Kill every mlx_lm child still running (e.g. the other trainer when one fails)."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        proc.kill()
+
+
 class MlxCommandError(RuntimeError):
     """An mlx_lm subprocess failed; the message quotes the end of its output."""
 
@@ -66,12 +80,15 @@ def run_mlx(
     log_path: Path | None = None,
     on_line: Callable[[str], None] | None = None,
     timeout_s: float | None = None,
+    threads: int | None = None,
+    module: str = "mlx_lm",
 ) -> None:
-    """Run `python -m mlx_lm <args>` streaming its output line by line to `on_line` and a log.
+    """Run `python -m <module> <args>` (mlx_lm by default), streaming its output line by line
+    to `on_line` and a log. `threads`: OpenBLAS threads of the child (default: inherited).
 
     The child is killed if we are interrupted, so a Ctrl-C never leaves a trainer behind.
     """
-    cmd = [sys.executable, "-m", "mlx_lm", *args]
+    cmd = [sys.executable, "-m", module, *args]
     tail: list[str] = []
     log = open(log_path, "w") if log_path else None  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
@@ -79,10 +96,12 @@ def run_mlx(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env=mlx_env(blas),
+        env=mlx_env(blas) | ({"OPENBLAS_NUM_THREADS": str(threads)} if threads else {}),
         text=True,
         bufsize=1,
     )
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -98,8 +117,10 @@ def run_mlx(
         proc.wait()
         raise
     finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
         if log:
             log.close()
     if proc.returncode != 0:
         joined = "\n".join(tail[-15:])
-        raise MlxCommandError(f"`mlx_lm {args[0]}` exited with {proc.returncode}:\n{joined}")
+        raise MlxCommandError(f"`{module} {args[0]}` exited with {proc.returncode}:\n{joined}")

@@ -50,6 +50,12 @@ class CorpusSizes(_Section):
     train: int = Field(default=1200, ge=1)
     valid: int = Field(default=60, ge=1)
     test: int = Field(default=60, ge=1)
+    # Share of tool queries whose second-turn answer is trained too. Those rows carry the
+    # tool output and are the longest; the first-turn decision is what accuracy rests on.
+    answer_share: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Share of conceptual questions about a made-up term, so that "What is <term>?" is
+    # answered directly for terms never seen in training (the held-out topics are unseen).
+    nonce_share: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class TokenizerParams(_Section):
@@ -66,6 +72,25 @@ class ModelShape(_Section):
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
     max_seq_length: int = Field(ge=16)
+    val_batches: int = Field(default=-1, ge=-1)  # -1: the whole valid split
+    blas_threads: int = Field(default=1, ge=1)  # OpenBLAS threads of this model's trainer
+
+    @field_validator("val_batches")
+    @classmethod
+    def _some_batches(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("must be -1 (the whole valid split) or at least 1")
+        return v
+
+
+class Distill(_Section):
+    """Fine-tune the draft on the main model's greedy answers (0 rows: no distillation)."""
+
+    rows: int = Field(default=0, ge=0)  # train prompts answered by the main model
+    valid_rows: int = Field(default=20, ge=1)
+    max_tokens: int = Field(default=160, ge=1)
+    iters: int = Field(default=200, ge=1)
+    learning_rate: float = Field(default=2e-3, gt=0)
 
 
 class Bootstrap(_Section):
@@ -73,6 +98,7 @@ class Bootstrap(_Section):
     tokenizer: TokenizerParams = TokenizerParams()
     main: ModelShape
     draft: ModelShape
+    distill: Distill = Distill()
 
 
 class Profile(_Section):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import shutil
 import tempfile
@@ -89,6 +90,15 @@ def excluded_queries(params: Params) -> list[str]:
     return [q.query for p in paths for q in load_queries(p)]
 
 
+def keep_answers(
+    groups: list[list[dict[str, Any]]], share: float, seed: int
+) -> list[list[dict[str, Any]]]:
+    """Keep the second-turn answer of about `share` of the tool queries (a fixed choice per
+    seed); a tool query's call row and every direct answer always stay."""
+    rng = random.Random(seed + 1)
+    return [g if len(g) == 1 or rng.random() < share else g[:1] for g in groups]
+
+
 def build_corpus(params: Params, out_dir: Path = CORPUS_DIR) -> dict[str, int]:
     """Render train/valid/test JSONL; returns row counts per split and kind."""
     import datasets
@@ -103,11 +113,17 @@ def build_corpus(params: Params, out_dir: Path = CORPUS_DIR) -> dict[str, int]:
         Path(params.agent.workspace), params.agent.tool_timeout_s, params.agent.tool_output_cap
     )
     total = sizes.train + sizes.valid + sizes.test
-    # A tool query gives two rows (call, answer), a direct one gives one: ~1.5 rows a spec.
+    # A direct query gives one row, a tool query its call plus (answer_share of the time)
+    # the second-turn answer; make_specs draws tool and direct queries half and half.
+    rows_per_spec = 1 + 0.5 * sizes.answer_share
     specs = make_specs(
-        int(total / 1.5) + 40, workspace_facts(ws.root), seed, excluded_queries(params)
+        int(total / rows_per_spec) + 40,
+        workspace_facts(ws.root),
+        seed,
+        excluded_queries(params),
+        nonce_share=sizes.nonce_share,
     )
-    groups = render_all(specs, ws, seed)
+    groups = keep_answers(render_all(specs, ws, seed), sizes.answer_share, seed)
     # Whole specs go to one split, so no query is in two splits.
     splits: dict[str, list[dict[str, Any]]] = {"test": [], "valid": [], "train": []}
     targets = {"test": sizes.test, "valid": sizes.valid, "train": sizes.train}
@@ -243,9 +259,83 @@ def lora_args(
         "--batch-size", str(m.batch_size), "--iters", str(iters),
         "--learning-rate", str(m.learning_rate), "--max-seq-length", str(m.max_seq_length),
         "--steps-per-report", "10", "--steps-per-eval", str(max(iters, 1)),
-        "--val-batches", "-1", "--save-every", str(iters + 1), "--seed", str(seed),
+        "--val-batches", str(m.val_batches), "--save-every", str(iters + 1), "--seed", str(seed),
         "--adapter-path", str(adapter_dir), "-c", str(config),
     ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model to train: its label, random init and shape."""
+
+    label: str
+    model_dir: Path
+    shape: ModelShape
+    iters: int | None = None
+
+
+@dataclass(frozen=True)
+class Trained:
+    log: TrainLog
+    seconds: float
+
+
+def train_many(
+    jobs: list[Job], data_dir: Path, work: Path, *, seed: int, blas: str, show: bool = True
+) -> dict[str, Trained]:
+    """Run one trainer per job at the same time, with one live progress bar each.
+
+    Each trainer is a single-threaded process, so on a 2-core machine the main model and
+    the draft train side by side in the time of the main model alone. When one fails or
+    we are interrupted, the others are killed: no trainer outlives the stage.
+    """
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from punie.mlx_runtime import kill_all, run_mlx
+
+    def one(job: Job, progress: Progress) -> Trained:
+        iters = job.iters or job.shape.iters
+        log = TrainLog()
+        args = lora_args(
+            job.model_dir, data_dir, work / f"{job.label}-adapters", job.shape, seed, iters
+        )
+        task = progress.add_task(job.label, total=iters, loss="")
+
+        def on_line(line: str) -> None:
+            log.feed(line)
+            if log.train:
+                it, loss = log.train[-1]
+                val = f" val {log.val[-1][1]:.3f}" if log.val else ""
+                progress.update(task, completed=it, loss=f"loss {loss:.3f}{val}")
+
+        t0 = time.perf_counter()
+        log_path = work / f"{job.label}-train.log"
+        run_mlx(args, blas=blas, log_path=log_path, on_line=on_line, threads=job.shape.blas_threads)
+        progress.update(task, completed=iters)
+        return Trained(log, time.perf_counter() - t0)
+
+    with (
+        Progress(
+            TextColumn("[bold]{task.description:<6}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} it"),
+            TextColumn("{task.fields[loss]}"),
+            TimeElapsedColumn(),
+            disable=not show,
+        ) as progress,
+        ThreadPoolExecutor(max_workers=len(jobs)) as pool,
+    ):
+        futures = {job.label: pool.submit(one, job, progress) for job in jobs}
+        try:
+            done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # the first failure, while the others still run
+            return {label: future.result() for label, future in futures.items()}
+        except BaseException:
+            kill_all()
+            raise
 
 
 def train(
@@ -260,33 +350,9 @@ def train(
     iters: int | None = None,
     show: bool = True,
 ) -> TrainLog:
-    """Run the trainer with a live progress bar; returns the parsed losses."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from punie.mlx_runtime import run_mlx
-
-    iters = iters or m.iters
-    log = TrainLog()
-    args = lora_args(model_dir, data_dir, work / f"{label}-adapters", m, seed, iters)
-    with Progress(
-        TextColumn(f"[bold]{label:<6}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} it"),
-        TextColumn("{task.fields[loss]}"),
-        TimeElapsedColumn(),
-        disable=not show,
-    ) as progress:
-        task = progress.add_task(label, total=iters, loss="")
-
-        def on_line(line: str) -> None:
-            log.feed(line)
-            if log.train:
-                it, loss = log.train[-1]
-                val = f" val {log.val[-1][1]:.3f}" if log.val else ""
-                progress.update(task, completed=it, loss=f"loss {loss:.3f}{val}")
-
-        run_mlx(args, blas=blas, log_path=work / f"{label}-train.log", on_line=on_line)
-    return log
+    """One trainer with a live progress bar; returns the parsed losses."""
+    job = Job(label, model_dir, m, iters)
+    return train_many([job], data_dir, work, seed=seed, blas=blas, show=show)[label].log
 
 
 def fuse(model_dir: Path, adapter_dir: Path, out_dir: Path, tokenizer_dir: Path, blas: str) -> None:
@@ -305,6 +371,52 @@ def fuse(model_dir: Path, adapter_dir: Path, out_dir: Path, tokenizer_dir: Path,
         (tmp / "chat_template.jinja").unlink(missing_ok=True)
         for name in TOKENIZER_FILES:
             shutil.copy(tokenizer_dir / name, tmp / name)
+
+
+def train_metrics(label: str, trained: Trained) -> dict[str, Any]:
+    log = trained.log
+    return {
+        f"{label}_train_seconds": trained.seconds,
+        f"{label}_train_loss": log.train[-1][1] if log.train else None,
+        f"{label}_valid_loss": log.val[-1][1] if log.val else None,
+        f"{label}_tokens_per_s": (
+            sum(log.tokens_per_s) / len(log.tokens_per_s) if log.tokens_per_s else None
+        ),
+    }
+
+
+def distill_draft(params: Params, draft_dir: Path, work: Path, tok_dir: Path) -> dict[str, Any]:
+    """Fine-tune the corpus-trained draft on the main model's greedy answers to train
+    prompts (punie.distill), then fuse it into models/draft."""
+    from punie.corpus import read_jsonl, to_jsonl
+    from punie.mlx_runtime import run_mlx
+
+    b = params.bootstrap
+    d = b.distill
+    blas = params.runtime.blas
+    data = work / "distill"
+    data.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for split, n in (("train", d.rows), ("valid", d.valid_rows)):
+        prompts = work / f"distill-{split}-prompts.jsonl"
+        prompts.write_text(to_jsonl(read_jsonl(CORPUS_DIR / f"{split}.jsonl")[:n]))
+        print(f"bootstrap: main model answers {split} prompts for the draft (distillation)")
+        run_mlx(
+            [str(MAIN_DIR), str(prompts), str(data / f"{split}.jsonl"),
+             "--max-tokens", str(d.max_tokens)],
+            blas=blas, module="punie.distill", on_line=print,
+            threads=b.main.blas_threads,
+        )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    shape = b.draft.model_copy(update={"iters": d.iters, "learning_rate": d.learning_rate})
+    job = Job("draft-distill", draft_dir, shape)
+    trained = train_many([job], data, work, seed=params.runtime.seed, blas=blas)[job.label]
+    fuse(draft_dir, work / "draft-distill-adapters", DRAFT_DIR, tok_dir, blas)
+    return {
+        "distill_rows": d.rows,
+        "distill_generate_seconds": seconds,
+        **train_metrics("draft_distill", trained),
+    }
 
 
 def build(params: Params) -> dict[str, Any]:
@@ -327,6 +439,7 @@ def build(params: Params) -> dict[str, Any]:
         build_tokenizer(params, tok_dir)
         # Always the DVC outputs, whatever params.models points the other stages at.
         outputs = {"main": MAIN_DIR, "draft": DRAFT_DIR}
+        jobs = []
         for label, shape in (("main", b.main), ("draft", b.draft)):
             init = work / f"{label}-init"
             n = init_model_dir(
@@ -335,20 +448,24 @@ def build(params: Params) -> dict[str, Any]:
             metrics[f"{label}_params"] = n
             if label == "main":
                 metrics.update(prompt_lengths(init))
-                if metrics["max_example_tokens"] > shape.max_seq_length:
-                    raise StageError(
-                        f"bootstrap.main.max_seq_length={shape.max_seq_length} is below the "
-                        f"longest example ({metrics['max_example_tokens']} tokens)"
-                    )
-            t0 = time.perf_counter()
-            log = train(label, init, CORPUS_DIR, work, shape, seed=seed, blas=blas)
-            metrics[f"{label}_train_seconds"] = time.perf_counter() - t0
-            metrics[f"{label}_train_loss"] = log.train[-1][1] if log.train else None
-            metrics[f"{label}_valid_loss"] = log.val[-1][1] if log.val else None
-            metrics[f"{label}_tokens_per_s"] = (
-                sum(log.tokens_per_s) / len(log.tokens_per_s) if log.tokens_per_s else None
-            )
-            fuse(init, work / f"{label}-adapters", outputs[label], tok_dir, blas)
+            if metrics["max_example_tokens"] > shape.max_seq_length:
+                raise StageError(
+                    f"bootstrap.{label}.max_seq_length={shape.max_seq_length} is below the "
+                    f"longest example ({metrics['max_example_tokens']} tokens)"
+                )
+            jobs.append(Job(label, init, shape))
+        t0 = time.perf_counter()
+        trained = train_many(jobs, CORPUS_DIR, work, seed=seed, blas=blas)
+        metrics["train_seconds"] = time.perf_counter() - t0
+        distilling = b.distill.rows > 0
+        # A distilled draft is fused aside first, then fine-tuned on the main model's answers.
+        if distilling:
+            outputs["draft"] = work / "draft-corpus"
+        for job in jobs:
+            metrics.update(train_metrics(job.label, trained[job.label]))
+            fuse(job.model_dir, work / f"{job.label}-adapters", outputs[job.label], tok_dir, blas)
+        if distilling:
+            metrics.update(distill_draft(params, outputs["draft"], work, tok_dir))
     if metrics["main_params"] < 10 * metrics["draft_params"]:
         print("bootstrap: warning: the draft has fewer than 10x fewer parameters than main")
     metrics["total_seconds"] = time.perf_counter() - t_all
