@@ -12,13 +12,12 @@ stage starts it with OpenBLAS preloaded, like every mlx process of the lab).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-Row = dict[str, Any]
+from punie.corpus import Row, read_jsonl, to_jsonl
 
 
 def prompt_ids(tokenizer: Any, row: Row) -> list[int]:
@@ -63,10 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--max-tokens", type=int, default=160)
     args = parser.parse_args(argv)
-    rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
-    out = distill(args.main_dir, rows, args.max_tokens)
+    out = distill(args.main_dir, read_jsonl(args.rows), args.max_tokens)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
+    args.out.write_text(to_jsonl(out))
     return 0
 
 
