@@ -1,4 +1,5 @@
-"""measure.py: timed model/toolset wrappers, records that add up, summaries, memory sampling.
+"""measure.py, records.py, memory.py, otlp.py: timed model/toolset wrappers, records that add
+up, summaries, memory sampling, OTLP export.
 
 PydanticAI's FunctionModel stands in for the model (the timing logic is what is tested);
 an httpx2 MockTransport injects server errors and mlx-style SSE streams.
@@ -25,17 +26,15 @@ from pydantic_ai.toolsets import FunctionToolset
 from punie.agent import openai_model
 from punie.measure import (
     Case,
-    ServerMemorySampler,
     TimedModel,
     TimedToolset,
     TimingTransport,
-    _overlap,
-    _union,
     run_queries,
     run_query,
-    summarize,
 )
+from punie.memory import ServerMemorySampler
 from punie.queries import Query
+from punie.records import _overlap, _union, summarize
 
 TOOL_Q = Query("Find all Django views", "tool", "run_command")
 DIRECT_Q = Query("What is dependency injection?", "direct")
@@ -246,7 +245,7 @@ def test_memory_sampler_reports_a_peak() -> None:
 
 def test_otlp_export_sends_spans(tmp_path) -> None:
     pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
-    from punie.measure import configure_otlp
+    from punie.otlp import configure_otlp
 
     posts: list[str] = []
 

@@ -31,6 +31,7 @@ from punie.speculative import (
     predicted_speedup,
 )
 from punie.stages import speculative as stage
+from punie.stages.speculative_report import report
 from punie.tokenizer import save_tokenizer, train_tokenizer
 from punie.tools import Workspace, workspace_toolset
 from punie.training.server import build_server_command
@@ -193,7 +194,7 @@ def test_report_aggregates_only_the_current_k_values(tmp_path: Path) -> None:
     # k7 is left over from an earlier sweep and would win: it must not leak in.
     write_results(tmp_path / "res", {2: (1.5, 150.0), 3: (1.4, 160.0), 7: (0.5, 900.0)})
     out = outputs(tmp_path)
-    stage.report(repo_params(num_draft_tokens=[2, 3]), tmp_path / "res", out)
+    report(repo_params(num_draft_tokens=[2, 3]), tmp_path / "res", out)
     metrics = json.loads(out["metrics"].read_text())
     assert metrics["best_k"] == 3
     assert metrics["best_speedup"] == pytest.approx(1.6)
@@ -214,17 +215,15 @@ def test_report_aggregates_only_the_current_k_values(tmp_path: Path) -> None:
 def test_report_refuses_a_missing_k_and_says_no_draft(tmp_path: Path) -> None:
     write_results(tmp_path / "res", {2: (2.5, 90.0)})
     with pytest.raises(StageError, match=r"k4\.json: missing"):
-        stage.report(repo_params(num_draft_tokens=[2, 4]), tmp_path / "res", outputs(tmp_path))
-    stage.report(repo_params(num_draft_tokens=[2]), tmp_path / "res", outputs(tmp_path))
+        report(repo_params(num_draft_tokens=[2, 4]), tmp_path / "res", outputs(tmp_path))
+    report(repo_params(num_draft_tokens=[2]), tmp_path / "res", outputs(tmp_path))
     choice = json.loads(outputs(tmp_path)["choice"].read_text())
     assert choice["draft"] is None and choice["num_draft_tokens"] is None
     # The k=0 control is required only when params ask for it.
     (tmp_path / "res" / "control_k0.json").unlink()
     with pytest.raises(StageError, match=r"control_k0\.json: missing"):
-        stage.report(repo_params(num_draft_tokens=[2]), tmp_path / "res", outputs(tmp_path))
-    stage.report(
-        repo_params(num_draft_tokens=[2], control=False), tmp_path / "res", outputs(tmp_path)
-    )
+        report(repo_params(num_draft_tokens=[2]), tmp_path / "res", outputs(tmp_path))
+    report(repo_params(num_draft_tokens=[2], control=False), tmp_path / "res", outputs(tmp_path))
     assert "control_decode_tps" not in json.loads(outputs(tmp_path)["metrics"].read_text())
 
 
@@ -373,7 +372,7 @@ def test_stage_runs_end_to_end_on_tiny_models(
     assert k3["acceptance"]["steps"] > 0
     assert k3["acceptance"]["token_mismatches"] == 0
     out = outputs(tmp_path)
-    stage.report(params, tmp_path / "res", out)
+    report(params, tmp_path / "res", out)
     metrics = json.loads(out["metrics"].read_text())
     assert metrics["best_k"] in (1, 3)
     assert metrics["server_peak_rss_mb_max"] > 0

@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 
     from pydantic_ai import Agent
 
-    from punie.measure import Case, QueryRecord, ServerMemorySampler
+    from punie.measure import Case
+    from punie.memory import ServerMemorySampler
     from punie.params import Params
+    from punie.records import QueryRecord
     from punie.training.server import ServerProcess
     from punie.training.server_config import ServerConfig
 
@@ -89,7 +91,8 @@ class _Live:
 async def _start(
     stack: contextlib.AsyncExitStack, params: Params, run: ConfigRun, log_dir: Path
 ) -> _Live:
-    from punie.measure import ServerMemorySampler, run_query
+    from punie.measure import run_query
+    from punie.memory import ServerMemorySampler
     from punie.queries import Query
     from punie.training.server import ServerProcess
 

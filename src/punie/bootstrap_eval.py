@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from punie.errors import StageError
 
 if TYPE_CHECKING:
-    from punie.measure import Case, QueryRecord
+    from punie.measure import Case
     from punie.params import Params
+    from punie.records import QueryRecord
 
 EVAL_FILE = Path("metrics/bootstrap_eval.json")
 REQUIRED_ARG = {"run_command": "command", "read_file": "path"}

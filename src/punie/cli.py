@@ -16,7 +16,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "profile": ("punie.stages.profile", "measure where every second of an agent query goes"),
     "speculative": ("punie.stages.speculative", "benchmark baseline vs draft for each k"),
     "speculative-report": (
-        "punie.stages.speculative",
+        "punie.stages.speculative_report",
         "aggregate per-k results and choose the configuration",
     ),
     "gate": ("punie.stages.concise", "decide whether conciseness training is worth it"),

@@ -25,7 +25,7 @@ from punie.mlx_runtime import MlxCommandError, mlx_env
 from punie.results import read_json, write_json
 
 if TYPE_CHECKING:
-    from punie.measure import QueryRecord
+    from punie.records import QueryRecord
 
 
 def direct_prompts(

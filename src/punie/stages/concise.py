@@ -402,7 +402,7 @@ def check_and_record(params: Params, concise: Path, console: Console) -> dict[st
 
 
 def retrain_metrics(main: ConfigRun, concise: ConfigRun) -> dict[str, Any]:
-    from punie.measure import accuracy_by_set, summarize
+    from punie.records import accuracy_by_set, summarize
 
     out: dict[str, Any] = {"trained": True}
     for label, run in (("main", main), ("concise", concise)):

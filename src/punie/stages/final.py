@@ -197,7 +197,7 @@ def measure_acceptance(
 
 def metrics_from_runs(baseline: ConfigRun, optimized: ConfigRun, params: Params) -> dict[str, Any]:
     from punie.final_report import Measured, final_metrics
-    from punie.measure import accuracy_by_set, summarize
+    from punie.records import accuracy_by_set, summarize
 
     b, o = summarize(baseline.records), summarize(optimized.records)
     if b["e2e_mean_s"] is None or o["e2e_mean_s"] is None:

@@ -23,8 +23,9 @@ from punie.errors import StageError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from punie.measure import Case, QueryRecord
+    from punie.measure import Case
     from punie.params import Params
+    from punie.records import QueryRecord
 
 # Default outputs (dvc.yaml's `profile` block); with --out DIR they go under DIR instead.
 METRICS = Path("metrics/profile.json")
@@ -131,7 +132,7 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _tracing(endpoint: str):
-    from punie.measure import configure_otlp
+    from punie.otlp import configure_otlp
 
     try:
         return configure_otlp(endpoint)
@@ -145,7 +146,8 @@ async def _measure(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from punie.benchmark import params_agent, server_config
-    from punie.measure import ServerMemorySampler, run_queries, run_query
+    from punie.measure import run_queries, run_query
+    from punie.memory import ServerMemorySampler
     from punie.queries import Query
     from punie.training.server import ServerError, ServerProcess
 
@@ -227,7 +229,7 @@ def _direct_floor(
 
 def _metrics(records: Sequence[QueryRecord], direct_rows: list[dict], peak_mb: float) -> dict:
     from punie.direct import overhead_ratio
-    from punie.measure import accuracy_by_set, summarize
+    from punie.records import accuracy_by_set, summarize
 
     summary = summarize(records)
     flat: dict[str, Any] = {k: summary.get(k) for k in METRIC_KEYS}
@@ -272,7 +274,7 @@ def write_outputs(
     model_path: str,
     params: Params,
 ) -> dict[str, Any]:
-    from punie.measure import summarize
+    from punie.records import summarize
     from punie.results import write_json, write_rows, write_text_atomic
 
     metrics = _metrics(records, direct_rows, peak_mb)
