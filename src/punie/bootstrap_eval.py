@@ -5,6 +5,8 @@
   parse into the tool's required string argument.
 - Draft: acceptance and the draft/main per-token cost ratio c, in-process with mlx-lm on the
   held-out queries' recorded requests (punie.spec_probe).
+- Decision margin: P(`<tool_call>`) at the first token for every query set and for training
+  queries (punie.decision_probe): underfit and not generalising look different there.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from punie.records import QueryRecord
 
 EVAL_FILE = Path("metrics/bootstrap_eval.json")
+CORPUS_TRAIN = Path("data/corpus/train.jsonl")
 REQUIRED_ARG = {"run_command": "command", "read_file": "path"}
 
 
@@ -76,10 +79,61 @@ async def run_accuracy(params: Params, cases: Sequence[Case]) -> list[QueryRecor
         )
 
 
+def training_cases(path: Path, limit: int = 200) -> list[dict[str, Any]]:
+    """Decision-probe cases from the corpus's single-turn rows (the user's first question)."""
+    from punie.corpus import read_jsonl
+
+    cases = []
+    for row in read_jsonl(path):
+        if len(row["messages"]) != 3:  # system, user, assistant: a first-turn decision
+            continue
+        expect = "tool" if row["messages"][-1].get("tool_calls") else "direct"
+        body = {"messages": row["messages"][:-1], "tools": row.get("tools")}
+        cases.append({"set": "train", "expect": expect, "body": body})
+    return cases[:limit]
+
+
+def decision_margins(
+    params: Params, records: Sequence[QueryRecord], workdir: Path
+) -> dict[str, Any]:
+    """Run punie.decision_probe on the main model: first-token figures per set."""
+    from punie.mlx_runtime import run_mlx
+
+    cases = [
+        {
+            "set": r.set,
+            "expect": r.expect,
+            "body": {"messages": b["messages"], "tools": b.get("tools")},
+        }
+        for r in records
+        if r.requests and (b := r.requests[0]) is not None
+    ]
+    if CORPUS_TRAIN.exists():
+        cases = training_cases(CORPUS_TRAIN) + cases
+    request = {
+        "model": params.models.main,
+        "cases": cases,
+        "chat_template_args": dict(params.server.chat_template_args),
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    req_path, out_path = workdir / "decision_request.json", workdir / "decision_result.json"
+    req_path.write_text(json.dumps(request))
+    out_path.unlink(missing_ok=True)
+    run_mlx(
+        [str(req_path), str(out_path)],
+        module="punie.decision_probe",
+        blas=params.runtime.blas,
+        log_path=workdir / "decision_probe.log",
+    )
+    result = json.loads(out_path.read_text())
+    return {f"{s}_{k}": v for s, figs in result.items() for k, v in figs.items() if k != "queries"}
+
+
 def evaluate(
     params: Params, query_files: Sequence[Path] | None = None, max_prompts: int = 40
 ) -> int:
     from punie.measure import Case
+    from punie.mlx_runtime import MlxCommandError
     from punie.queries import default_query_paths, load_queries
     from punie.results import write_json
     from punie.spec_probe import ProbeError, ProbeRequest, run_probe
@@ -94,6 +148,11 @@ def evaluate(
     for p in paths:
         for k, v in set_figures([r for r in records if r.set == p.stem]).items():
             figures[f"{p.stem}_{k}"] = v
+    print("bootstrap --eval: first-token decision margin (P(<tool_call>)) per query set")
+    try:
+        figures.update(decision_margins(params, records, Path("logs/bootstrap-eval")))
+    except MlxCommandError as e:
+        raise StageError(f"decision probe failed: {e}") from None
     # Acceptance on the last set's (held-out) recorded requests: every turn's prompt.
     bodies = [
         {"messages": b["messages"], "tools": b.get("tools")}

@@ -290,6 +290,7 @@ def results_section(metrics_dir: Path) -> str:
         ("speculative.json", "Speculative decoding"),
         ("retrain.json", "Conciseness retrain"),
         ("bootstrap.json", "Embedded models (bootstrap)"),
+        ("bootstrap_eval.json", "Embedded models checked (`punie-lab bootstrap --eval`)"),
     ):
         data = _load(metrics_dir / name)
         if data:
