@@ -47,7 +47,10 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval",
         action="store_true",
-        help="measure the built models: agent accuracy through a real server, draft acceptance",
+        help=(
+            "measure the built models: agent accuracy through a real server, first-token "
+            "decision margin, draft acceptance"
+        ),
     )
     parser.add_argument("--main", help="--eval this main model instead of params models.main")
     parser.add_argument("--draft", help="--eval this draft instead of params models.draft")
