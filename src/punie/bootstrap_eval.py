@@ -98,13 +98,10 @@ def decision_margins(
 ) -> dict[str, Any]:
     """Run punie.decision_probe on the main model: first-token figures per set."""
     from punie.mlx_runtime import run_mlx
+    from punie.spec_probe import probe_body
 
     cases = [
-        {
-            "set": r.set,
-            "expect": r.expect,
-            "body": {"messages": b["messages"], "tools": b.get("tools")},
-        }
+        {"set": r.set, "expect": r.expect, "body": probe_body(b)}
         for r in records
         if r.requests and (b := r.requests[0]) is not None
     ]
@@ -136,7 +133,7 @@ def evaluate(
     from punie.mlx_runtime import MlxCommandError
     from punie.queries import default_query_paths, load_queries
     from punie.results import write_json
-    from punie.spec_probe import ProbeError, ProbeRequest, run_probe
+    from punie.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
 
     if not params.models.draft:
         raise StageError("models.draft is not set: nothing to evaluate the draft against")
@@ -155,7 +152,7 @@ def evaluate(
         raise StageError(f"decision probe failed: {e}") from None
     # Acceptance on the last set's (held-out) recorded requests: every turn's prompt.
     bodies = [
-        {"messages": b["messages"], "tools": b.get("tools")}
+        probe_body(b)
         for r in records
         if r.set == paths[-1].stem
         for b in r.requests

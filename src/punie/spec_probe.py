@@ -29,6 +29,11 @@ from typing import Any
 from punie.speculative import Acceptance, acceptance_from_flags, first_difference_index
 
 
+def probe_body(request: dict[str, Any]) -> dict[str, Any]:
+    """The part of a recorded chat-completions request that the chat template renders."""
+    return {"messages": request["messages"], "tools": request.get("tools")}
+
+
 @dataclass(frozen=True)
 class ProbeRequest:
     main: str

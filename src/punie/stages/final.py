@@ -172,7 +172,7 @@ def measure_acceptance(
     params: Params, model: str, draft: str, k: int, run: ConfigRun, console: Console
 ) -> float:
     """Draft acceptance on the optimised model's own recorded prompts, replayed in-process."""
-    from punie.spec_probe import ProbeError, ProbeRequest, run_probe
+    from punie.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
 
     bodies = [b for r in run.records for b in r.requests if b is not None]
     bodies = bodies[: params.final.acceptance_prompts]
@@ -182,7 +182,7 @@ def measure_acceptance(
     request = ProbeRequest(
         main=model,
         draft=draft,
-        bodies=[{"messages": b["messages"], "tools": b.get("tools")} for b in bodies],
+        bodies=[probe_body(b) for b in bodies],
         ks=[k],
         max_tokens=params.server.max_tokens,
         chat_template_args=dict(params.server.chat_template_args),
