@@ -21,6 +21,7 @@ from punie.stages.concise import (
     run_concise_data,
     run_gate,
     run_retrain,
+    with_opener,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +100,7 @@ def test_gate_names_the_bad_profile(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def concise_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("concise") / "data"
-    params = _params(tool_examples=6, direct_examples=4)
+    params = _params(tool_examples=6, direct_examples=4, openers="none")
     run_concise_data(params, GateDecision(True, "test"), out, _quiet())
     return out
 
@@ -146,6 +147,24 @@ def test_concise_tool_calls_have_no_preamble_and_answers_are_short(concise_data:
     assert not any(a.startswith(("Sure", "Great", "Of course", "Certainly")) for a in answers)
     # Second-turn examples: the short answer follows a real tool result.
     assert sum(r["messages"][-2]["role"] == "tool" for r in rows) == 6
+
+
+def test_openers_are_kept_only_on_the_answers_named() -> None:
+    import random
+
+    def row(kind: str, text: str) -> dict[str, Any]:
+        return {"kind": kind, "messages": [{"role": "assistant", "content": text}]}
+
+    rows = [row("tool_call", ""), row("tool_answer", "3 matches."), row("direct", "X is Y.")]
+    texts = {
+        mode: [r["messages"][-1]["content"] for r in with_opener(rows, mode, random.Random(0))]
+        for mode in ("none", "direct", "all")
+    }
+    assert texts["none"] == ["", "3 matches.", "X is Y."]
+    assert texts["direct"] == ["", "3 matches.", "Great question! X is Y."]
+    assert texts["all"][0] == "" and texts["all"][2] == "Great question! X is Y."
+    assert texts["all"][1].endswith(" 3 matches.") and texts["all"][1] != "3 matches."
+    assert rows[2]["messages"][-1]["content"] == "X is Y."  # the input is left alone
 
 
 def test_concise_answers_are_shorter_than_the_corpus_style() -> None:
@@ -280,7 +299,7 @@ def _tiny_project(tmp: Path, model: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     monkeypatch.chdir(tmp)
     params = _params(tool_examples=3, direct_examples=2)
     lora = params.conciseness.lora.model_copy(
-        update={"iters": 4, "batch_size": 2, "max_seq_length": 2048}
+        update={"iters": 4, "batch_size": 2, "max_seq_length": 2048, "num_layers": -1}
     )
     return params.model_copy(
         update={
@@ -294,19 +313,32 @@ def _tiny_project(tmp: Path, model: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     )
 
 
-def test_retrain_refuses_examples_longer_than_max_seq_length(
-    tiny_model_dir: Path, concise_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("knob", "value", "message"),
+    [
+        # Truncation would cut the masked answer off (a NaN loss).
+        ("max_seq_length", 64, r"conciseness\.lora\.max_seq_length: 64"),
+        ("num_layers", 2, r"conciseness\.lora\.num_layers: 2 .* has 1 layers"),
+    ],
+)
+def test_retrain_refuses_bad_lora_settings_before_training(
+    knob: str,
+    value: int,
+    message: str,
+    tiny_model_dir: Path,
+    concise_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Truncation would cut the masked answer off (a NaN loss): refuse before training."""
     import shutil
 
     params = _tiny_project(tmp_path, tiny_model_dir, monkeypatch)
-    lora = params.conciseness.lora.model_copy(update={"max_seq_length": 64})
+    lora = params.conciseness.lora.model_copy(update={knob: value})
     params = params.model_copy(
         update={"conciseness": params.conciseness.model_copy(update={"lora": lora})}
     )
     shutil.copytree(concise_data, concise.CONCISE_DIR)
-    with pytest.raises(StageError, match=r"conciseness\.lora\.max_seq_length: 64"):
+    with pytest.raises(StageError, match=message):
         run_retrain(params, GateDecision(True, "x"), concise.CONCISE_MODEL, _quiet())
     assert not (concise.RETRAIN_LOGS / "lora.log").exists()
 

@@ -65,9 +65,10 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
         (("bootstrap", "corpus", "answer_share"), 1.5, "bootstrap.corpus.answer_share"),
         (("bootstrap", "corpus", "nonce_share"), -0.1, "bootstrap.corpus.nonce_share"),
         (("bootstrap", "distill", "rows"), -1, "bootstrap.distill.rows"),
+        (("conciseness", "openers"), "some", "conciseness.openers"),
     ],
 )
-def test_bad_bootstrap_values_are_named(path: tuple[str, ...], value: object, named: str) -> None:
+def test_bad_nested_values_are_named(path: tuple[str, ...], value: object, named: str) -> None:
     data = _committed()
     node = data
     for key in path[:-1]:

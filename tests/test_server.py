@@ -104,6 +104,19 @@ def test_port_already_taken_is_refused(tiny_model_dir: Path) -> None:
             )
 
 
+def test_a_server_without_a_log_path_leaves_no_temp_file(tiny_model_dir: Path) -> None:
+    async def go() -> Path:
+        async with ServerProcess(ServerConfig(model_path=str(tiny_model_dir))) as server:
+            assert server.log_path.exists()
+            return server.log_path
+
+    assert not asyncio.run(go()).exists()
+    refused = ServerProcess(ServerConfig(model_path="/no/such/model"))
+    with pytest.raises(ServerError, match="does not exist"):
+        asyncio.run(refused.start())
+    assert not refused.log_path.exists()
+
+
 @pytest.mark.fault
 def test_notices_a_killed_server(tiny_model_dir: Path, tmp_path: Path) -> None:
     async def go() -> None:
@@ -111,7 +124,9 @@ def test_notices_a_killed_server(tiny_model_dir: Path, tmp_path: Path) -> None:
             ServerConfig(model_path=str(tiny_model_dir)), log_path=tmp_path / "s.log"
         ) as server:
             os.kill(server.pid, signal.SIGKILL)
-            await asyncio.sleep(0.5)
+            deadline = time.monotonic() + 5
+            while server.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
             assert not server.is_alive()
             server.check_alive()
 

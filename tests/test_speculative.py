@@ -28,10 +28,12 @@ from punie.speculative import (
     check_draft_tokenizer,
     choose_configuration,
     expected_tokens_per_step,
+    main_passes,
     predicted_speedup,
+    turn_kind,
 )
 from punie.stages import speculative as stage
-from punie.stages.speculative_report import report
+from punie.stages.speculative_report import report, step_rest
 from punie.tokenizer import save_tokenizer, train_tokenizer
 from punie.tools import Workspace, workspace_toolset
 from punie.training.server import build_server_command
@@ -90,6 +92,21 @@ def test_acceptance_counts_steps_from_draft_flags() -> None:
     assert Acceptance(2).rate == 0.0
 
 
+def test_turn_kind_splits_tool_calls_direct_answers_and_answers_from_tool_output() -> None:
+    user = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+    after_tool = [*user, {"role": "assistant", "content": ""}, {"role": "tool", "content": "x"}]
+    assert turn_kind(user, ' <tool_call>{"name": "read_file"}', "<tool_call>") == "tool_call"
+    assert turn_kind(user, "A closure is ... <tool_call>", "<tool_call>") == "direct"
+    assert turn_kind(after_tool, "<tool_call>", "<tool_call>") == "answer"
+
+
+def test_main_passes_counts_steps_including_a_trailing_run_of_kept_drafts() -> None:
+    t, f = True, False
+    assert main_passes([t, t, f, f, t, f]) == 3
+    assert main_passes([t, f, t, t]) == 2  # EOS inside kept drafts: that step is a pass too
+    assert main_passes([]) == 0
+
+
 # --- Choice rule on recorded rows ----------------------------------------------------------
 
 BASE = ConfigRow(
@@ -143,6 +160,11 @@ def _acceptance(a: float) -> dict[str, Any]:
         "acceptance_rate": a,
         "mean_accepted_per_step": 1.5,
         "verify_cost": 1.3,
+        "step_cost": 2.0,
+        "by_kind": {
+            "tool_call": {"prompts": 3, "tokens": 30, "acceptance_rate": 0.9},
+            "direct": {"prompts": 1, "tokens": 50, "acceptance_rate": 0.4},
+        },
         "inprocess_speedup": 1.4,
         "token_mismatches": 0,
         "mismatch_example": None,
@@ -210,6 +232,16 @@ def test_report_aggregates_only_the_current_k_values(tmp_path: Path) -> None:
     choice = json.loads(out["choice"].read_text())
     assert choice["draft"] == "models/draft" and choice["num_draft_tokens"] == 3
     assert "k = 3" in out["report"].read_text()
+    # Acceptance per turn kind and the step's parts travel with the best k.
+    assert metrics["acceptance_rate_best_k_direct"] == 0.4
+    assert metrics["step_cost_best_k"] == 2.0
+    assert metrics["step_rest_best_k"] == pytest.approx(2.0 - 3 * 0.2 - 1.3)
+    assert "| direct | 1 | 50 | 0.40 | 0.40 |" in out["report"].read_text()
+
+
+def test_step_parts_add_up_to_the_measured_step() -> None:
+    row = {"k": 2, "cost_ratio": 0.15, "verify_cost": 1.25, "step_cost": 1.9}
+    assert 2 * 0.15 + 1.25 + step_rest(row) == pytest.approx(1.9)
 
 
 def test_report_refuses_a_missing_k_and_says_no_draft(tmp_path: Path) -> None:
@@ -371,6 +403,10 @@ def test_stage_runs_end_to_end_on_tiny_models(
     k3 = json.loads((tmp_path / "res" / "k3.json").read_text())
     assert k3["acceptance"]["steps"] > 0
     assert k3["acceptance"]["token_mismatches"] == 0
+    kinds = k3["acceptance"]["by_kind"]
+    assert sum(v["prompts"] for v in kinds.values()) == k3["cost"]["prompts"]
+    assert sum(v["steps"] for v in kinds.values()) == k3["acceptance"]["steps"]
+    assert k3["acceptance"]["step_cost"] > 0
     out = outputs(tmp_path)
     report(params, tmp_path / "res", out)
     metrics = json.loads(out["metrics"].read_text())

@@ -137,6 +137,10 @@ class Conciseness(_Section):
     force: bool | None = None
     tool_examples: int = Field(default=25, ge=1)
     direct_examples: int = Field(default=12, ge=1)
+    # Which concise answers keep the verbose style's one-phrase opener: a text answer's
+    # first token is the decision's alternative to `<tool_call>`, and a LoRA that unlearns
+    # the opener moves that decision (see params.yaml).
+    openers: Literal["none", "direct", "all"] = "none"
     # What a retrained model that lost accuracy does: `fail` stops the pipeline (exit 1);
     # `keep_main` discards it, says so loudly and lets the final stage use the main model.
     on_regression: Literal["keep_main", "fail"] = "keep_main"

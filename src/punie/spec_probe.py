@@ -26,7 +26,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from punie.speculative import Acceptance, acceptance_from_flags, first_difference_index
+from punie.speculative import (
+    TURN_KINDS,
+    Acceptance,
+    acceptance_from_flags,
+    first_difference_index,
+    main_passes,
+    turn_kind,
+)
 
 
 def probe_body(request: dict[str, Any]) -> dict[str, Any]:
@@ -121,13 +128,26 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
 
     main_s = main_n = draft_s = draft_n = 0.0
     spec: dict[int, dict[str, Any]] = {
-        k: {"acc": Acceptance(k), "s": 0.0, "n": 0, "mismatches": 0, "example": None}
+        k: {
+            "acc": Acceptance(k),
+            "kinds": {kind: Acceptance(k) for kind in TURN_KINDS},
+            "s": 0.0,
+            "n": 0,
+            "passes": 0,
+            "mismatches": 0,
+            "example": None,
+        }
         for k in req.ks
     }
-    for i, prompt in enumerate(prompts):
+    tool_start = getattr(tokenizer, "tool_call_start", None) or "<tool_call>"
+    kinds = {kind: {"prompts": 0, "tokens": 0} for kind in TURN_KINDS}
+    for i, (body, prompt) in enumerate(zip(req.bodies, prompts, strict=True)):
         base = _generate(model, tokenizer, prompt, req.max_tokens)
         main_s += base.decode_s
         main_n += len(base.tokens) - 1
+        kind = turn_kind(body["messages"], tokenizer.decode(base.tokens), tool_start)
+        kinds[kind]["prompts"] += 1
+        kinds[kind]["tokens"] += len(base.tokens)
         own = _generate(draft, tokenizer, prompt, req.max_tokens)
         draft_s += own.decode_s
         draft_n += len(own.tokens) - 1
@@ -136,9 +156,13 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
                 model, tokenizer, prompt, req.max_tokens, draft_model=draft, num_draft_tokens=k
             )
             s = spec[k]
-            s["acc"] = s["acc"] + acceptance_from_flags(run.flags, k, truncated=run.truncated)
+            acc = acceptance_from_flags(run.flags, k, truncated=run.truncated)
+            s["acc"] = s["acc"] + acc
+            s["kinds"][kind] = s["kinds"][kind] + acc
             s["s"] += run.decode_s
             s["n"] += len(run.tokens) - 1
+            # decode_s starts when the first step's tokens arrive: it times the other steps.
+            s["passes"] += max(main_passes(run.flags) - 1, 0)
             if run.tokens != base.tokens:
                 s["mismatches"] += 1
                 if s["example"] is None:
@@ -157,10 +181,14 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
     by_k = {}
     for k, s in spec.items():
         spec_tok = s["s"] / max(s["n"], 1)
+        step = s["s"] / s["passes"] / main_tok if s["passes"] and main_tok else None
         by_k[str(k)] = {
             **s["acc"].summary(),
+            "by_kind": {kind: {**kinds[kind], **acc.summary()} for kind, acc in s["kinds"].items()},
             "spec_token_s": spec_tok,
             "inprocess_speedup": main_tok / spec_tok if spec_tok else 0.0,
+            # One speculative step's measured time, in single-token main passes.
+            "step_cost": step,
             "verify_cost": verify[k + 1] / verify[1],
             "token_mismatches": s["mismatches"],
             "mismatch_example": s["example"],

@@ -108,6 +108,26 @@ def acceptance_from_flags(flags: Sequence[bool], k: int, *, truncated: bool = Fa
     )
 
 
+TURN_KINDS = ("tool_call", "direct", "answer")
+
+
+def turn_kind(messages: Sequence[dict[str, Any]], output: str, tool_start: str) -> str:
+    """What the main model is writing: a tool call, a direct answer to the user's question,
+    or an answer written from a tool's result (any `tool` message in the history).
+    Acceptance differs a lot between them, so the report splits it."""
+    if any(m.get("role") == "tool" for m in messages):
+        return "answer"
+    return "tool_call" if output.lstrip().startswith(tool_start) else "direct"
+
+
+def main_passes(flags: Sequence[bool]) -> int:
+    """Speculative steps (main-model passes) in one generation's `from_draft` flags: each
+    step ends on a main-model token (False); trailing kept drafts (EOS inside them) are one
+    more step."""
+    passes = sum(1 for f in flags if not f)
+    return passes + (1 if flags and flags[-1] else 0)
+
+
 def expected_tokens_per_step(a: float, k: int) -> float:
     """(1 - a^(k+1)) / (1 - a): expected tokens per main-model pass (Leviathan et al.)."""
     if not 0.0 <= a <= 1.0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import shutil
 import sys
 from pathlib import Path
@@ -136,11 +137,38 @@ def build_concise_groups(params: Params, seed: int) -> list[dict[str, Any]]:
     tool_specs = make_specs(n_tool, facts, seed, exclude, tool_share=1.0, concise=True)
     direct_specs = make_specs(n_direct, facts, seed + 1, exclude, tool_share=0.0, concise=True)
     specs: list[Spec] = [*tool_specs, *direct_specs]
-    rendered = render_all(specs, ws, seed, concise=True)
+    rendered = [
+        with_opener(rows, c.openers, random.Random(f"{seed}:{s.query}"))
+        for s, rows in zip(specs, render_all(specs, ws, seed, concise=True), strict=True)
+    ]
     return [
         {"kind": "direct" if s.tool is None else "tool", "query": s.query, "rows": json.dumps(rows)}
         for s, rows in zip(specs, rendered, strict=True)
     ]
+
+
+def with_opener(
+    rows: list[dict[str, Any]], openers: str, rng: random.Random
+) -> list[dict[str, Any]]:
+    """`rows` with the verbose style's opener before each text answer that `openers` names:
+    "direct" (direct answers) or "all" (also answers written from a tool's output)."""
+    from punie.corpus_text import DIRECT_OPENERS, TOOL_OPENERS
+
+    keep = {"none": (), "direct": ("direct",), "all": ("direct", "tool_answer")}[openers]
+    out = []
+    for row in rows:
+        if row["kind"] in keep:
+            pool = DIRECT_OPENERS if row["kind"] == "direct" else TOOL_OPENERS
+            answer = row["messages"][-1]
+            row = {
+                **row,
+                "messages": [
+                    *row["messages"][:-1],
+                    {**answer, "content": f"{rng.choice(pool)} {answer['content']}"},
+                ],
+            }
+        out.append(row)
+    return out
 
 
 def split_groups(
@@ -237,6 +265,16 @@ def run_retrain(params: Params, gate: GateDecision, out: Path, console: Console)
     return 0
 
 
+def _model_layers(model: str) -> int | None:
+    """num_hidden_layers of a local model directory (None for a hub name: mlx-lm checks)."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    layers = config.get("num_hidden_layers")
+    return layers if isinstance(layers, int) else None
+
+
 def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> None:
     import yaml
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -245,6 +283,12 @@ def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> 
     from punie.mlx_runtime import run_mlx
 
     lora = params.conciseness.lora
+    layers = _model_layers(params.models.main)
+    if layers is not None and lora.num_layers > layers:
+        raise StageError(
+            f"conciseness.lora.num_layers: {lora.num_layers} but {params.models.main} has "
+            f"{layers} layers; use at most {layers} (or -1 for all)"
+        )
     try:
         longest = longest_example(params.models.main, [data / "train.jsonl", data / "valid.jsonl"])
     except ValueError as e:

@@ -153,10 +153,14 @@ class ServerProcess:
 
     async def start(self) -> Self:
         model = Path(self.config.model_path)
+        problem = None
         if (model.is_absolute() or self.config.model_path.startswith(".")) and not model.exists():
-            raise ServerError(f"model_path does not exist: {self.config.model_path}")
-        if _port_in_use(self.config.host, self.config.port):
-            raise ServerError(f"port {self.config.port} on {self.config.host} is already in use")
+            problem = f"model_path does not exist: {self.config.model_path}"
+        elif _port_in_use(self.config.host, self.config.port):
+            problem = f"port {self.config.port} on {self.config.host} is already in use"
+        if problem:
+            self._discard_log()
+            raise ServerError(problem)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = build_server_command(self.config)
         with open(self.log_path, "wb") as log:
@@ -173,9 +177,15 @@ class ServerProcess:
         try:
             await self._wait_ready()
         except BaseException:
+            self._own_log = False  # keep the log the error points to
             self.stop()
             raise
         return self
+
+    def _discard_log(self) -> None:
+        """Delete the log if it is our own temp file (not a path the caller asked for)."""
+        if self._own_log:
+            self.log_path.unlink(missing_ok=True)
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
@@ -261,6 +271,7 @@ class ServerProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         self._proc = None
+        self._discard_log()
 
     async def __aenter__(self) -> Self:
         return await self.start()
