@@ -22,6 +22,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "gate": ("punie.stages.concise", "decide whether conciseness training is worth it"),
     "concise-data": ("punie.stages.concise", "build the concise data set (or a skipped marker)"),
     "retrain": ("punie.stages.concise", "LoRA-train and fuse the concise model (or skip)"),
+    "concise-draft": (
+        "punie.stages.concise_draft",
+        "distil the draft on the concise model's answers (or keep it)",
+    ),
     "final": ("punie.stages.final", "benchmark baseline vs optimised configuration"),
     "readme": ("punie.stages.final", "write the README results section from the metrics"),
     "reliability": ("punie.stages.reliability", "print the reliability figures table"),

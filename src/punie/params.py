@@ -145,6 +145,8 @@ class Conciseness(_Section):
     # `keep_main` discards it, says so loudly and lets the final stage use the main model.
     on_regression: Literal["keep_main", "fail"] = "keep_main"
     lora: Lora = Lora()
+    # Distil the chosen draft on the concise model's answers (rows 0: keep the draft as is).
+    draft: Distill = Distill()
 
 
 class Final(_Section):

@@ -78,6 +78,21 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_object(path: Path) -> dict[str, Any]:
+    """A JSON object another stage wrote, or a StageError that says what is wrong."""
+    from punie.errors import StageError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise StageError(f"{path}: not found (run the stage that writes it first)") from None
+    except ValueError as e:
+        raise StageError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise StageError(f"{path}: expected a JSON object")
+    return data
+
+
 def write_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     """Plot data for `dvc plots show`: a JSON list of flat rows."""
     write_json(path, [dict(r) for r in rows])

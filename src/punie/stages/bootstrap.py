@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from punie.errors import StageError
-from punie.params import ModelShape, Params, load_params
+from punie.params import Distill, ModelShape, Params, load_params
 
 CORPUS_DIR = Path("data/corpus")
 METRICS = Path("metrics/bootstrap.json")
@@ -388,14 +388,23 @@ def train_metrics(label: str, trained: Trained) -> dict[str, Any]:
     }
 
 
-def distill_draft(params: Params, draft_dir: Path, work: Path, tok_dir: Path) -> dict[str, Any]:
-    """Fine-tune the corpus-trained draft on the main model's greedy answers to train
-    prompts (punie.distill), then fuse it into models/draft."""
+def distill_draft(
+    params: Params,
+    draft_dir: Path,
+    work: Path,
+    tok_dir: Path,
+    *,
+    teacher: Path = MAIN_DIR,
+    out: Path = DRAFT_DIR,
+    distill: Distill | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the draft in `draft_dir` on the `teacher` model's greedy answers to corpus
+    train prompts (punie.distill), then fuse it into `out` (default: models/draft)."""
     from punie.corpus import read_jsonl, to_jsonl
     from punie.mlx_runtime import run_mlx
 
     b = params.bootstrap
-    d = b.distill
+    d = distill or b.distill
     blas = params.runtime.blas
     data = work / "distill"
     data.mkdir(parents=True, exist_ok=True)
@@ -403,9 +412,9 @@ def distill_draft(params: Params, draft_dir: Path, work: Path, tok_dir: Path) ->
     for split, n in (("train", d.rows), ("valid", d.valid_rows)):
         prompts = work / f"distill-{split}-prompts.jsonl"
         prompts.write_text(to_jsonl(read_jsonl(CORPUS_DIR / f"{split}.jsonl")[:n]))
-        print(f"bootstrap: main model answers {split} prompts for the draft (distillation)")
+        print(f"distill: {teacher} answers {split} prompts for the draft")
         run_mlx(
-            [str(MAIN_DIR), str(prompts), str(data / f"{split}.jsonl"),
+            [str(teacher), str(prompts), str(data / f"{split}.jsonl"),
              "--max-tokens", str(d.max_tokens)],
             blas=blas, module="punie.distill", on_line=print,
             threads=b.main.blas_threads,
@@ -414,7 +423,7 @@ def distill_draft(params: Params, draft_dir: Path, work: Path, tok_dir: Path) ->
     shape = b.draft.model_copy(update={"iters": d.iters, "learning_rate": d.learning_rate})
     job = Job("draft-distill", draft_dir, shape)
     trained = train_many([job], data, work, seed=params.runtime.seed, blas=blas)[job.label]
-    fuse(draft_dir, work / "draft-distill-adapters", DRAFT_DIR, tok_dir, blas)
+    fuse(draft_dir, work / "draft-distill-adapters", out, tok_dir, blas)
     return {
         "distill_rows": d.rows,
         "distill_generate_seconds": seconds,

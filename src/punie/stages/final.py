@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ CHOICE = Path("metrics/speculative_choice.json")
 GATE = Path("metrics/gate.json")
 RETRAIN = Path("metrics/retrain.json")
 CONCISE_MODEL = Path("models/concise")
+CONCISE_DRAFT = Path("models/concise_draft")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -66,20 +66,6 @@ def run_readme(readme: Path, metrics_dir: Path) -> int:
     return 0
 
 
-def _read(path: Path, required: bool = True) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        if required:
-            raise StageError(f"{path}: not found (run the stage that writes it first)") from None
-        return None
-    except ValueError as e:
-        raise StageError(f"{path}: not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise StageError(f"{path}: expected a JSON object")
-    return data
-
-
 def optimised_model(params: Params, retrain: dict[str, Any]) -> str:
     """models/concise when the retrain stage trained it, else the main model."""
     if not retrain.get("trained"):
@@ -87,6 +73,14 @@ def optimised_model(params: Params, retrain: dict[str, Any]) -> str:
     if not (CONCISE_MODEL / "config.json").exists():
         raise StageError(f"{RETRAIN}: trained is true but {CONCISE_MODEL} holds no model")
     return str(CONCISE_MODEL)
+
+
+def serving_draft(model: str, draft: str | None) -> str | None:
+    """models/concise_draft (distilled on the concise model's answers) when the concise model
+    serves and the concise-draft stage trained one; else the speculative stage's draft."""
+    if draft and model == str(CONCISE_MODEL) and (CONCISE_DRAFT / "config.json").exists():
+        return str(CONCISE_DRAFT)
+    return draft
 
 
 def speculative_pick(choice: dict[str, Any]) -> tuple[str | None, int | None]:
@@ -104,14 +98,13 @@ def run_final(params: Params, console: Console) -> int:
     from punie.benchmark import measure_configs, server_config
     from punie.measure import load_cases
     from punie.queries import default_query_paths
+    from punie.results import read_object
     from punie.speculative import TokenizerMismatch, check_draft_tokenizer
 
-    gate = _read(GATE)
-    retrain = _read(RETRAIN)
-    choice = _read(CHOICE)
-    assert gate is not None and retrain is not None and choice is not None
+    gate, retrain, choice = read_object(GATE), read_object(RETRAIN), read_object(CHOICE)
     model = optimised_model(params, retrain)
     draft, k = speculative_pick(choice)
+    draft = serving_draft(model, draft)
     if draft:
         try:
             check_draft_tokenizer(model, draft)

@@ -1,0 +1,86 @@
+"""`punie-lab concise-draft`: distil the draft on the concise model's own answers.
+
+The draft was distilled on the verbose main model; speculative decoding keeps a draft token
+only when it equals the serving model's greedy choice, so once the concise model replaces the
+main model the draft imitates the wrong model. When the retrain stage kept a concise model
+and `conciseness.draft.rows` > 0, this fine-tunes the speculative stage's chosen draft on the
+concise model's greedy answers to corpus prompts (as `bootstrap` does for the main model) and
+fuses it into models/concise_draft, which the final stage then serves. Otherwise it writes a
+marker saying which draft stands, so the declared output exists either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from punie.params import Params
+
+CONCISE_MODEL = Path("models/concise")
+CONCISE_DRAFT = Path("models/concise_draft")
+DRAFT_STANDS = "DRAFT_STANDS.json"
+RETRAIN = Path("metrics/retrain.json")
+CHOICE = Path("metrics/speculative_choice.json")
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=CONCISE_DRAFT, help="fused draft dir")
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from punie.params import load_params
+
+    run_concise_draft(load_params(), args.out)
+    return 0
+
+
+def skip_reason(params: Params, retrain: dict[str, Any], choice: dict[str, Any]) -> str | None:
+    """Why no concise draft is trained (None: train one)."""
+    if params.conciseness.draft.rows == 0:
+        return "conciseness.draft.rows is 0"
+    if not retrain.get("trained"):
+        return "no concise model (the main model stands)"
+    draft = choice.get("draft")
+    if not draft:
+        return "the speculative stage chose no draft"
+    if not (Path(draft) / "config.json").exists():
+        return f"draft {draft} is not a local model directory"
+    return None
+
+
+def run_concise_draft(params: Params, out: Path) -> dict[str, Any]:
+    from punie.results import read_object, round_floats, write_json
+    from punie.stages.bootstrap import distill_draft
+
+    retrain, choice = read_object(RETRAIN), read_object(CHOICE)
+    if out.exists():
+        shutil.rmtree(out)
+    reason = skip_reason(params, retrain, choice)
+    if reason:
+        out.mkdir(parents=True)
+        marker = {"trained": False, "draft": choice.get("draft"), "reason": reason}
+        write_json(out / DRAFT_STANDS, marker)
+        print(f"concise-draft: skipped, the speculative stage's draft stands ({reason})")
+        return marker
+    draft = Path(str(choice["draft"]))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="punie-concise-draft-") as tmp:
+        metrics = distill_draft(  # fused atomically: `out` is a complete draft or absent
+            params,
+            draft,
+            Path(tmp),
+            draft,  # tokenizer files: the draft's own (the main model's tokenizer)
+            teacher=CONCISE_MODEL,
+            out=out,
+            distill=params.conciseness.draft,
+        )
+    metrics = {"trained": True, "draft": str(draft), **metrics}
+    metrics["total_seconds"] = time.perf_counter() - t0
+    write_json(out / "distill.json", round_floats(metrics))
+    print(f"concise-draft: {draft} distilled on {CONCISE_MODEL}'s answers -> {out}")
+    return metrics
