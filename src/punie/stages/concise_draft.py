@@ -18,13 +18,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from punie.stages.concise import CONCISE_MODEL
+from punie.stages.concise import RETRAIN_METRICS as RETRAIN
+
 if TYPE_CHECKING:
     from punie.params import Params
 
-CONCISE_MODEL = Path("models/concise")
 CONCISE_DRAFT = Path("models/concise_draft")
 DRAFT_STANDS = "DRAFT_STANDS.json"
-RETRAIN = Path("metrics/retrain.json")
 CHOICE = Path("metrics/speculative_choice.json")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from punie.errors import StageError
+from punie.stages.concise_draft import CONCISE_DRAFT
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -35,7 +36,6 @@ CHOICE = Path("metrics/speculative_choice.json")
 GATE = Path("metrics/gate.json")
 RETRAIN = Path("metrics/retrain.json")
 CONCISE_MODEL = Path("models/concise")
-CONCISE_DRAFT = Path("models/concise_draft")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
