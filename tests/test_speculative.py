@@ -77,16 +77,21 @@ def test_predicted_speedup_matches_leviathan_limits() -> None:
 
 def test_acceptance_counts_steps_from_draft_flags() -> None:
     t, f = True, False
-    # k=3: steps keep 2, 0, 3 drafts; a trailing kept draft (EOS inside a run) is a trial.
+    # k=3: steps keep 2, 0, 3 drafts; a trailing kept draft (EOS inside a run) is a kept
+    # trial of a fourth step (it cost a main pass), not a rejection.
     acc = acceptance_from_flags([t, t, f, f, t, t, t, f, t], 3)
-    assert (acc.steps, acc.accepted, acc.rejections) == (3, 6, 2)
+    assert (acc.steps, acc.accepted, acc.rejections) == (4, 6, 2)
     assert acc.rate == pytest.approx(6 / 8)
-    assert acc.mean_accepted == pytest.approx(5 / 3 + 1 / 3)
-    assert acc.tokens_per_step == pytest.approx((6 + 3) / 3)
+    assert acc.mean_accepted == pytest.approx(6 / 4)
+    assert acc.tokens_per_step == pytest.approx((6 + 4) / 4)
+    # A tool call whose closing tags are all kept drafts never keeps more than it drafted.
+    tool_call = acceptance_from_flags([t, t, f, t, t], 2)
+    assert tool_call.accepted_fraction <= 1.0
+    assert tool_call.steps == main_passes([t, t, f, t, t])
     # Hitting max_tokens: the last (possibly short) step is dropped.
     cut = acceptance_from_flags([t, t, f, t, f], 2, truncated=True)
     assert (cut.steps, cut.accepted, cut.rejections) == (1, 2, 0)
-    assert (acc + acc).steps == 6
+    assert (acc + acc).steps == 8
     with pytest.raises(ValueError, match="more than k"):
         acceptance_from_flags([t, t, t, f], 2)
     assert Acceptance(2).rate == 0.0
@@ -130,6 +135,13 @@ def test_choice_skips_lower_accuracy_and_over_budget() -> None:
     assert choice.k == 2
     assert "accuracy" in choice.rejected[3]
     assert "budget" in choice.rejected[5]
+
+
+def test_choice_text_holds_no_timings_so_a_re_timed_run_keeps_the_choice_file() -> None:
+    first = choose_configuration(BASE, [row(2, 1.6), row(3, 1.3), row(5, 1.9, rss=1200)], 1000)
+    again = choose_configuration(BASE, [row(2, 1.5), row(3, 1.2), row(5, 1.7, rss=1300)], 1000)
+    assert (first.k, first.reason, first.rejected) == (again.k, again.reason, again.rejected)
+    assert first.evidence != again.evidence and "1.300 s" in first.evidence
 
 
 def test_choice_is_no_draft_when_none_is_faster() -> None:

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from punie.errors import StageError
 from punie.results import read_json, write_json, write_rows, write_text_atomic
-from punie.speculative import ConfigRow, acceptance_needed, choose_configuration, predicted_speedup
+from punie.speculative import (
+    Choice,
+    ConfigRow,
+    acceptance_needed,
+    choose_configuration,
+    predicted_speedup,
+)
 from punie.stages.speculative import CONTROL, RESULTS
 
 if TYPE_CHECKING:
@@ -210,12 +216,11 @@ def report(params: Params, results: Path, outputs: dict[str, Path]) -> None:
             "reason": choice.reason,
             "rejected": {f"k{k}": why for k, why in choice.rejected.items()},
             "memory_budget_mb": params.speculative.memory_budget_mb,
-            "baseline_e2e_mean_s": b["e2e_mean_s"],
         },
     )
     write_text_atomic(
         outputs["report"],
-        render_report(baseline, rows, choice.k, choice.reason, per_k, control),
+        render_report(baseline, rows, choice, per_k, control),
     )
 
 
@@ -272,8 +277,7 @@ def _f(v: Any, digits: int = 2) -> str:
 def render_report(
     baseline: dict[str, Any],
     rows: Sequence[dict[str, Any]],
-    chosen: int | None,
-    reason: str,
+    choice: Choice,
     per_k: Sequence[dict[str, Any]],
     control: dict[str, Any] | None = None,
 ) -> str:
@@ -368,8 +372,9 @@ def render_report(
             "in-process tokens), as greedy speculative decoding must be.",
             "",
         ]
-    lines += [
-        f"**Choice:** {'no draft' if chosen is None else f'draft with k = {chosen}'} — {reason}.",
-        "",
-    ]
+    picked = "no draft" if choice.k is None else f"draft with k = {choice.k}"
+    evidence = f" ({choice.evidence})" if choice.evidence else ""
+    lines += [f"**Choice:** {picked} — {choice.reason}{evidence}.", ""]
+    if choice.rejected:
+        lines += [*(f"- k = {k}: {why}" for k, why in sorted(choice.rejected.items())), ""]
     return "\n".join(lines)
