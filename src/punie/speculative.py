@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The speculative stage's decision, read by concise_draft and final (see `Choice`).
+CHOICE_FILE = Path("metrics/speculative_choice.json")
+
 
 @dataclass(frozen=True)
 class Acceptance:

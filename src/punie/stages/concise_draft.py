@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from punie.speculative import CHOICE_FILE as CHOICE
 from punie.stages.concise import CONCISE_MODEL
 from punie.stages.concise import RETRAIN_METRICS as RETRAIN
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 CONCISE_DRAFT = Path("models/concise_draft")
 DRAFT_STANDS = "DRAFT_STANDS.json"
-CHOICE = Path("metrics/speculative_choice.json")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from punie.conciseness import GATE_FILE as GATE
 from punie.errors import StageError
+from punie.speculative import CHOICE_FILE as CHOICE
+from punie.stages.concise import CONCISE_MODEL
+from punie.stages.concise import RETRAIN_METRICS as RETRAIN
 from punie.stages.concise_draft import CONCISE_DRAFT
 
 if TYPE_CHECKING:
@@ -32,10 +36,6 @@ RECORDS = Path("metrics/final_records.json")
 COMPARISON = Path("metrics/final_comparison.json")
 REPORT = Path("reports/final.md")
 LOGS = Path("logs/final")
-CHOICE = Path("metrics/speculative_choice.json")
-GATE = Path("metrics/gate.json")
-RETRAIN = Path("metrics/retrain.json")
-CONCISE_MODEL = Path("models/concise")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from punie.errors import StageError
 from punie.results import read_json, write_json, write_rows, write_text_atomic
 from punie.speculative import (
+    CHOICE_FILE,
     Choice,
     ConfigRow,
     acceptance_needed,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 METRICS = Path("metrics/speculative.json")
 BY_K = Path("metrics/speculative_by_k.json")
-CHOICE = Path("metrics/speculative_choice.json")
+CHOICE = CHOICE_FILE
 REPORT = Path("reports/speculative.md")
 
 
