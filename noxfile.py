@@ -12,14 +12,19 @@ PYTHON = "3.11"
 SOURCES = ["src", "tests", "noxfile.py"]
 
 
+# Exact versions: the embedded models are trained from scratch, so the installed packages are
+# part of what dvc.lock reproduces (see constraints.txt).
+CONSTRAINTS = ("-c", "constraints.txt")
+
+
 def _install(session: nox.Session) -> None:
-    session.install("-e", ".[otel]", "--group", "dev")
+    session.install(*CONSTRAINTS, "-e", ".[otel]", "--group", "dev")
 
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
-    session.install("ruff")
+    session.install(*CONSTRAINTS, "ruff")
     session.run("ruff", "check", *SOURCES)
     session.run("ruff", "format", "--check", *SOURCES)
 
