@@ -54,6 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = ROOT / "data" / "workspace"
 # Every fault must be reported within this many seconds of being injected.
 CAUSE_WITHIN_S = 30.0
+# Queries in a run that a fault must hit mid-way: on the tiny test model one takes ~0.05 s, and
+# with 12 a run once finished before the test's signal landed (exit 0 instead of 130).
+MID_RUN_QUERIES = 200
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -379,9 +382,9 @@ def test_profile_with_a_model_that_fails_to_load_names_it(
 
 @pytest.mark.fault(keeps_outputs=True)
 def test_server_killed_mid_profile_stops_the_run(project: Project) -> None:
-    lab = project.profile(project.queries(12))
+    lab = project.profile(project.queries(MID_RUN_QUERIES))
     try:
-        lab.wait_for_output(r"q12-1 r0:")  # the first query is measured
+        lab.wait_for_output(rf"q{MID_RUN_QUERIES}-1 r0:")  # the first query is measured
         server = lab.server()
         assert server is not None
         server.send_signal(signal.SIGKILL)
@@ -404,9 +407,9 @@ def test_frozen_server_mid_profile_stops_the_run(project: Project) -> None:
     instead of paying the full timeout for every later query; the stopped server is killed."""
     project.params["server"]["request_timeout_s"] = 1
     project.write_params()
-    lab = project.profile(project.queries(12))
+    lab = project.profile(project.queries(MID_RUN_QUERIES))
     try:
-        lab.wait_for_output(r"q12-1 r0:")
+        lab.wait_for_output(rf"q{MID_RUN_QUERIES}-1 r0:")
         server = lab.server()
         assert server is not None
         server.send_signal(signal.SIGSTOP)
@@ -436,12 +439,12 @@ def test_interrupted_profile_stops_the_server_and_keeps_outputs(
     the stage binds the server to params' server.host (127.0.0.2 here, still loopback)."""
     project.params["server"]["host"] = "127.0.0.2"
     project.write_params()
-    lab = project.profile(project.queries(12))
+    lab = project.profile(project.queries(MID_RUN_QUERIES))
     try:
         addrs = wait_for(lab.listening, 60, "the server to listen")
         assert {ip for ip, _ in addrs} == {"127.0.0.2"}, addrs
         if when == "measuring":
-            lab.wait_for_output(r"q12-1 r0:")
+            lab.wait_for_output(rf"q{MID_RUN_QUERIES}-1 r0:")
         if how == "ctrl-c":
             os.killpg(lab.proc.pid, signal.SIGINT)
         else:
