@@ -54,8 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = ROOT / "data" / "workspace"
 # Every fault must be reported within this many seconds of being injected.
 CAUSE_WITHIN_S = 30.0
-# Queries in a run that a fault must hit mid-way: on the tiny test model one takes ~0.05 s, and
-# with 12 a run once finished before the test's signal landed (exit 0 instead of 130).
+# Queries in a run that a fault must hit mid-way: ~0.05 s each on the tiny test model, so the
+# fault lands while queries still run, however slowly the test reacts.
 MID_RUN_QUERIES = 200
 
 pytestmark = pytest.mark.timeout(90)
@@ -123,8 +123,9 @@ class Project:
         path.write_text(yaml.safe_dump(entries))
         return path
 
-    def profile(self, queries: Path, out: Path | None = None) -> Lab:
-        return Lab(self.root, ["profile", "--queries", str(queries), "--out", str(out or self.out)])
+    def profile(self, queries: Path, out: Path | None = None, **lab: bool) -> Lab:
+        args = ["profile", "--queries", str(queries), "--out", str(out or self.out)]
+        return Lab(self.root, args, **lab)
 
     def run_in_process(self, *args: str) -> Finished:
         """`punie-lab ARGS` through its real entry point, in this process (for faults that
@@ -168,10 +169,14 @@ class Finished:
         assert_clean_error(self.stderr, *needles)
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Lab:
     """`punie-lab ARGS` in its own process group (as a terminal runs it), output to files."""
 
-    def __init__(self, cwd: Path, args: list[str]) -> None:
+    def __init__(self, cwd: Path, args: list[str], *, sigint_ignored: bool = False) -> None:
         self.stdout_path = cwd / f"lab-{time.monotonic_ns()}.out"
         self.stderr_path = self.stdout_path.with_suffix(".err")
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -183,6 +188,8 @@ class Lab:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "COLUMNS": "200"},
                 start_new_session=True,
+                # As a background job of a script starts it (bash ignores SIGINT there).
+                preexec_fn=_ignore_sigint if sigint_ignored else None,
             )
         self.started = time.monotonic()
         self.returncode: int | None = None
@@ -428,7 +435,12 @@ def test_frozen_server_mid_profile_stops_the_run(project: Project) -> None:
 @pytest.mark.fault(keeps_outputs=True)
 @pytest.mark.parametrize(
     ("when", "how"),
-    [("starting", "ctrl-c"), ("measuring", "ctrl-c"), ("measuring", "sigterm")],
+    [
+        ("starting", "ctrl-c"),
+        ("measuring", "ctrl-c"),
+        ("measuring", "sigterm"),
+        ("measuring", "sigterm-background"),
+    ],
 )
 def test_interrupted_profile_stops_the_server_and_keeps_outputs(
     project: Project, when: str, how: str
@@ -436,10 +448,13 @@ def test_interrupted_profile_stops_the_server_and_keeps_outputs(
     """Ctrl-C is SIGINT to the foreground process group (the server has its own session);
     DVC and CI stop a stage with SIGTERM to its pid. Either one, while the server is still
     loading or while queries run, must exit 130 and leave nothing behind. Also checks that
-    the stage binds the server to params' server.host (127.0.0.2 here, still loopback)."""
+    the stage binds the server to params' server.host (127.0.0.2 here, still loopback).
+    Started as a background job of a script (SIGINT ignored), SIGTERM must still stop it."""
     project.params["server"]["host"] = "127.0.0.2"
     project.write_params()
-    lab = project.profile(project.queries(MID_RUN_QUERIES))
+    lab = project.profile(
+        project.queries(MID_RUN_QUERIES), sigint_ignored=how == "sigterm-background"
+    )
     try:
         addrs = wait_for(lab.listening, 60, "the server to listen")
         assert {ip for ip, _ in addrs} == {"127.0.0.2"}, addrs

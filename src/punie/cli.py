@@ -63,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"punie-lab {name}", description=STAGES[name][1])
     module.add_arguments(name, sub)
     args = sub.parse_args(rest)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A job started in the background of a script inherits SIGINT ignored. asyncio then
+        # installs no SIGINT handler, and a SIGTERM raised as KeyboardInterrupt inside a task
+        # could be swallowed: the benchmark ran on to the end (seen under `nohup ... &`).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm)
     from punie.errors import LabError
 
