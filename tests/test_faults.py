@@ -123,9 +123,11 @@ class Project:
         path.write_text(yaml.safe_dump(entries))
         return path
 
-    def profile(self, queries: Path, out: Path | None = None, **lab: bool) -> Lab:
+    def profile(
+        self, queries: Path, out: Path | None = None, *, sigint_ignored: bool = False
+    ) -> Lab:
         args = ["profile", "--queries", str(queries), "--out", str(out or self.out)]
-        return Lab(self.root, args, **lab)
+        return Lab(self.root, args, sigint_ignored=sigint_ignored)
 
     def run_in_process(self, *args: str) -> Finished:
         """`punie-lab ARGS` through its real entry point, in this process (for faults that

@@ -40,7 +40,7 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signal.SIGINT, frame)
-    else:  # SIGINT ignored (a background job): still stop
+    else:  # SIG_DFL set by someone else: still stop (main() replaces an ignored SIGINT)
         raise KeyboardInterrupt
 
 

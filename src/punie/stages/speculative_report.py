@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 METRICS = Path("metrics/speculative.json")
 BY_K = Path("metrics/speculative_by_k.json")
-CHOICE = CHOICE_FILE
 REPORT = Path("reports/speculative.md")
 
 
@@ -56,7 +55,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     outputs = {
         "metrics": base / METRICS,
         "by_k": base / BY_K,
-        "choice": base / CHOICE,
+        "choice": base / CHOICE_FILE,
         "report": base / REPORT,
     }
     report(params, args.results, outputs)
