@@ -12,6 +12,7 @@ import pytest
 from punie.agent import capture_requests
 from punie.corpus import (
     Spec,
+    contains_any,
     final_answer,
     make_specs,
     normalise,
@@ -90,12 +91,20 @@ def test_tool_call_target_renders_as_a_parsable_tool_call(tiny_model_dir: Path) 
     assert parse_tool_call(inner) == {"name": "run_command", "arguments": TOOL_SPEC.args}
 
 
-def test_generated_queries_never_match_held_out_or_seed() -> None:
+def test_a_query_wrapped_in_fillers_still_counts_as_the_excluded_one() -> None:
+    excluded = ["Find all Django views", "List the test files"]
+    assert contains_any("would you find all django views", excluded) == "Find all Django views"
+    assert contains_any("So, list the test files, thanks!", excluded) == "List the test files"
+    assert contains_any("Find all Django views in orders", excluded) == "Find all Django views"
+    # whole words only: a longer word is another query
+    assert contains_any("list the test filesystem", excluded) is None
+    assert contains_any("Find all Django viewsets", excluded) is None
+
+
+def test_generated_queries_never_contain_held_out_or_seed() -> None:
     excluded = _excluded()
     specs = make_specs(3000, workspace_facts(WS.root), seed=0, exclude=excluded)
-    generated = {normalise(s.query) for s in specs}
-    assert generated.isdisjoint({normalise(q) for q in excluded})
-    assert not {s.query for s in specs} & set(excluded)
+    assert [s.query for s in specs if contains_any(s.query, excluded)] == []
 
 
 def test_built_corpus_has_no_held_out_query() -> None:
@@ -105,10 +114,8 @@ def test_built_corpus_has_no_held_out_query() -> None:
     rows = [
         r for split in ("train", "valid", "test") for r in read_jsonl(corpus / f"{split}.jsonl")
     ]
-    queries = user_queries(rows)
     excluded = _excluded()
-    assert not queries & set(excluded)
-    assert not {normalise(q) for q in queries} & {normalise(q) for q in excluded}
+    assert sorted(q for q in user_queries(rows) if contains_any(q, excluded)) == []
 
 
 def test_specs_are_deterministic_and_varied() -> None:

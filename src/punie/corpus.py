@@ -60,6 +60,16 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9_./]+", " ", text.lower()).split())
 
 
+def contains_any(text: str, excluded: Iterable[str]) -> str | None:
+    """The first `excluded` query found inside `text` as whole words, after `normalise`.
+
+    Equality is not enough: the corpus wraps queries in fillers, and "would you find all
+    django views" taught the seed's own "Find all Django views" word for word.
+    """
+    padded = f" {normalise(text)} "
+    return next((q for q in excluded if f" {normalise(q)} " in padded), None)
+
+
 # --- the sample workspace's real files and symbols ------------------------------------
 
 
@@ -166,13 +176,13 @@ def make_specs(
     concise: bool = False,
     nonce_share: float = 0.0,
 ) -> list[Spec]:
-    """`n` distinct queries (by normalised text), none equal to an `exclude` query.
+    """`n` distinct queries (by normalised text), none containing an `exclude` query.
 
     `concise`: direct answers are the bare point (the conciseness stage's style).
     `nonce_share`: share of direct questions about a made-up term (verbose style only).
     """
     rng = random.Random(seed)
-    banned = {normalise(q) for q in exclude}
+    banned = sorted({normalise(q) for q in exclude})
     seen: set[str] = set()
     specs: list[Spec] = []
     attempts = 0
@@ -186,7 +196,7 @@ def make_specs(
             else _direct_spec(rng, concise, 0.0 if concise else nonce_share)
         )
         key = normalise(spec.query)
-        if key in banned or key in seen:
+        if key in seen or contains_any(key, banned):
             continue
         seen.add(key)
         specs.append(spec)
