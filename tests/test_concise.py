@@ -11,12 +11,18 @@ import pytest
 import yaml
 from rich.console import Console
 
-from punie.conciseness import GateDecision, decide_gate, lora_command, parse_lora_line
+from punie.conciseness import (
+    GateDecision,
+    accuracy_regressions,
+    choose_candidate,
+    decide_gate,
+    lora_command,
+    parse_lora_line,
+)
 from punie.errors import StageError
 from punie.params import Params, load_params
 from punie.stages import concise
 from punie.stages.concise import (
-    accuracy_regressions,
     read_gate,
     run_concise_data,
     run_gate,
@@ -277,6 +283,12 @@ def test_lora_command_carries_every_knob() -> None:
     assert (flag("--num-layers"), flag("--seed"), flag("--max-seq-length")) == ("-1", "7", "512")
     assert "--mask-prompt" in args  # train on the answers, not on the prompt
     assert config["lora_parameters"]["rank"] == 4
+    assert flag("--save-every") == "30"  # one candidate: save at the end only
+    swept, _ = lora_command(
+        "models/main", Path("d"), Path("a"), iters=60, rank=4, learning_rate=5e-4,
+        num_layers=-1, batch_size=2, seed=7, max_seq_length=512, save_every=20,
+    )  # fmt: skip
+    assert swept[swept.index("--save-every") + 1] == "20"
 
 
 def test_accuracy_regressions_on_recorded_numbers() -> None:
@@ -288,6 +300,23 @@ def test_accuracy_regressions_on_recorded_numbers() -> None:
     assert accuracy_regressions(better) == []
     worse = same | {"heldout_accuracy_concise": 0.84}
     assert accuracy_regressions(worse) == ["heldout_accuracy 0.88 -> 0.84"]
+
+
+def _candidate(heldout: float, tokens: float) -> dict[str, float]:
+    return {"seed_accuracy_main": 1.0, "seed_accuracy_concise": 1.0,
+            "heldout_accuracy_main": 0.97, "heldout_accuracy_concise": heldout,
+            "completion_tokens_mean_main": 31.0,
+            "completion_tokens_mean_concise": tokens}  # fmt: skip
+
+
+def test_the_sweep_keeps_the_shortest_candidate_that_loses_nothing() -> None:
+    # Recorded shape of the 2400-row main model's sweep: more iterations answer shorter but
+    # lose held-out queries, and one in between loops to max_tokens.
+    sweep = {20: _candidate(0.97, 23.9), 40: _candidate(0.97, 70.3), 60: _candidate(0.93, 21.0)}
+    assert choose_candidate(sweep) == 20
+    assert choose_candidate(sweep | {80: _candidate(0.99, 20.5)}) == 80  # better is allowed
+    assert choose_candidate({40: _candidate(0.97, 22.0), 20: _candidate(0.97, 22.0)}) == 20
+    assert choose_candidate({60: _candidate(0.93, 21.0), 80: _candidate(0.9, 20.0)}) is None
 
 
 # --- end to end on the tiny random models ------------------------------------------------------
@@ -302,7 +331,7 @@ def _tiny_project(tmp: Path, model: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     monkeypatch.chdir(tmp)
     params = _params(tool_examples=3, direct_examples=2)
     lora = params.conciseness.lora.model_copy(
-        update={"iters": 4, "batch_size": 2, "max_seq_length": 2048, "num_layers": -1}
+        update={"iters": [2, 4], "batch_size": 2, "max_seq_length": 2048, "num_layers": -1}
     )
     return params.model_copy(
         update={
@@ -366,3 +395,11 @@ def test_retrain_trains_fuses_and_checks_accuracy(
         assert isinstance(metrics[key], (int, float)), key
     log = (concise.RETRAIN_LOGS / "lora.log").read_text()
     assert any(parse_lora_line(line) for line in log.splitlines())
+    # One LoRA run, both candidates measured, the kept one moved to models/concise.
+    assert metrics["lora_iters"] in (2, 4)
+    for n in (2, 4):
+        assert isinstance(metrics[f"i{n}_heldout_accuracy"], float)
+        assert isinstance(metrics[f"i{n}_completion_tokens_mean"], float)
+    records = json.loads((concise.RETRAIN_LOGS / "records.json").read_text())
+    assert set(records) == {"main", "i2", "i4"}
+    assert not (concise.RETRAIN_LOGS / "fused").exists()

@@ -66,6 +66,9 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
         (("bootstrap", "corpus", "nonce_share"), -0.1, "bootstrap.corpus.nonce_share"),
         (("bootstrap", "distill", "rows"), -1, "bootstrap.distill.rows"),
         (("conciseness", "openers"), "some", "conciseness.openers"),
+        (("conciseness", "lora", "iters"), [20, 0], "conciseness.lora.iters"),
+        (("conciseness", "lora", "iters"), [20, 20], "conciseness.lora.iters"),
+        (("conciseness", "lora", "iters"), [], "conciseness.lora.iters"),
     ],
 )
 def test_bad_nested_values_are_named(path: tuple[str, ...], value: object, named: str) -> None:
@@ -76,3 +79,11 @@ def test_bad_nested_values_are_named(path: tuple[str, ...], value: object, named
     node[path[-1]] = value
     with pytest.raises(ParamsError, match=named.replace(".", r"\.")):
         parse_params(data)
+
+
+def test_lora_iters_take_one_number_or_a_sweep() -> None:
+    data = _committed()
+    data["conciseness"]["lora"]["iters"] = 40
+    assert parse_params(data).conciseness.lora.iters == [40]
+    data["conciseness"]["lora"]["iters"] = [60, 20, 40]
+    assert parse_params(data).conciseness.lora.iters == [20, 40, 60]

@@ -90,8 +90,13 @@ def lora_command(
     batch_size: int,
     seed: int,
     max_seq_length: int,
+    save_every: int | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
-    """Arguments for `mlx_lm lora` and the YAML config it reads (rank lives only there)."""
+    """Arguments for `mlx_lm lora` and the YAML config it reads (rank lives only there).
+
+    `save_every` writes a checkpoint `{it:07d}_adapters.safetensors` at each multiple (the
+    learning rate is constant, so the checkpoint at step n is the model an n-step run makes).
+    """
     config = {"lora_parameters": {"rank": rank, "scale": 20.0, "dropout": 0.0}}
     args = [
         "lora",
@@ -109,10 +114,34 @@ def lora_command(
         "--steps-per-report", str(max(1, iters // 20)),
         "--steps-per-eval", str(iters),  # validation at the start and the end only
         "--val-batches", "-1",
-        "--save-every", str(iters),
+        "--save-every", str(save_every or iters),
         "--seed", str(seed),
     ]  # fmt: skip
     return args, config
+
+
+def checkpoint_name(iteration: int) -> str:
+    """File name `mlx_lm lora` gives the adapters it saves at `iteration`."""
+    return f"{iteration:07d}_adapters.safetensors"
+
+
+def choose_candidate(metrics: dict[int, dict[str, Any]]) -> int | None:
+    """The iteration count to keep: fewest completion tokens among the candidates that lose no
+    accuracy (ties: fewer iterations), or None when every candidate lost some."""
+    kept = [n for n, m in metrics.items() if not accuracy_regressions(m)]
+    if not kept:
+        return None
+    return min(kept, key=lambda n: (metrics[n]["completion_tokens_mean_concise"], n))
+
+
+def accuracy_regressions(metrics: dict[str, Any]) -> list[str]:
+    """Each set (and the total) where the concise model scores below the main model."""
+    found = []
+    for key in ("seed_accuracy", "heldout_accuracy", "accuracy"):
+        main, concise = metrics.get(f"{key}_main"), metrics.get(f"{key}_concise")
+        if main is not None and (concise is None or concise < main):
+            found.append(f"{key} {main} -> {concise}")
+    return found
 
 
 def fuse_command(model: str, adapter_dir: Path, save_dir: Path) -> list[str]:

@@ -124,12 +124,29 @@ class Speculative(_Section):
 
 
 class Lora(_Section):
-    iters: int = Field(default=40, ge=1)
+    # Candidate iteration counts: one LoRA run to the largest saves a checkpoint at each, and
+    # the retrain stage keeps the candidate with the fewest completion tokens among those that
+    # lose no accuracy. A single number (`iters: 40`) is a sweep of one.
+    iters: list[int] = Field(default_factory=lambda: [20, 40, 60], min_length=1)
     rank: int = Field(default=8, ge=1)
     learning_rate: float = Field(default=2e-4, gt=0)
     num_layers: int = Field(default=-1, ge=-1)
     batch_size: int = Field(default=4, ge=1)
     max_seq_length: int = Field(default=2048, ge=16)
+
+    @field_validator("iters", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("iters")
+    @classmethod
+    def _positive_and_distinct(cls, value: list[int]) -> list[int]:
+        if any(n < 1 for n in value):
+            raise ValueError(f"every iteration count must be >= 1, got {list(value)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"iteration counts must be distinct, got {list(value)}")
+        return sorted(value)
 
 
 class Conciseness(_Section):

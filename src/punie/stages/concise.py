@@ -260,8 +260,11 @@ def run_retrain(params: Params, gate: GateDecision, out: Path, console: Console)
     RETRAIN_LOGS.mkdir(parents=True, exist_ok=True)
     adapters = RETRAIN_LOGS / "adapters"
     train_lora(params, data, adapters, console)
-    fuse(params, adapters, out, console)
-    check_and_record(params, out, console)
+    fused = fuse_candidates(params, adapters, console)
+    try:
+        choose_and_record(params, fused, out, console)
+    finally:  # the kept candidate has moved to `out`; the others are not needed
+        shutil.rmtree(RETRAIN_LOGS / "fused", ignore_errors=True)
     return 0
 
 
@@ -300,23 +303,26 @@ def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> 
         )
     if adapters.exists():
         shutil.rmtree(adapters)
+    iters = max(lora.iters)
     args, config = lora_command(
         params.models.main,
         data,
         adapters,
-        iters=lora.iters,
+        iters=iters,
         rank=lora.rank,
         learning_rate=lora.learning_rate,
         num_layers=lora.num_layers,
         batch_size=lora.batch_size,
         seed=params.runtime.seed,
         max_seq_length=lora.max_seq_length,
+        save_every=math.gcd(*lora.iters),
     )
     config_path = RETRAIN_LOGS / "lora_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     args += ["--config", str(config_path)]
     console.print(
-        f"[bold]retrain[/]: LoRA rank {lora.rank} on {params.models.main}, {lora.iters} iters"
+        f"[bold]retrain[/]: LoRA rank {lora.rank} on {params.models.main}, {iters} iters, "
+        f"candidates at {', '.join(map(str, lora.iters))}"
     )
     interactive = console.is_terminal
     with Progress(
@@ -327,7 +333,7 @@ def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> 
         console=console,
         disable=not interactive,
     ) as progress:
-        task = progress.add_task("lora", total=lora.iters)
+        task = progress.add_task("lora", total=iters)
         losses: list[float] = []
 
         def on_line(line: str) -> None:
@@ -341,7 +347,7 @@ def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> 
                 task, completed=step.iteration, description=f"lora {what} {step.loss:.3f}"
             )
             if not interactive:  # DVC or CI log: one plain line per report
-                console.print(f"  iter {step.iteration}/{lora.iters} {what} {step.loss:.3f}")
+                console.print(f"  iter {step.iteration}/{iters} {what} {step.loss:.3f}")
 
         run_mlx(args, blas=params.runtime.blas, log_path=RETRAIN_LOGS / "lora.log", on_line=on_line)
     if not losses or not math.isfinite(losses[-1]):
@@ -349,44 +355,69 @@ def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> 
             f"LoRA training loss is {losses[-1] if losses else 'missing'} (see "
             f"{RETRAIN_LOGS / 'lora.log'}); lower conciseness.lora.learning_rate"
         )
-    if not (adapters / "adapters.safetensors").exists():
-        raise StageError(f"{adapters}: mlx_lm lora finished without writing adapters.safetensors")
+    from punie.conciseness import checkpoint_name
+
+    missing = [n for n in lora.iters if not (adapters / checkpoint_name(n)).exists()]
+    if missing or not (adapters / "adapter_config.json").exists():
+        raise StageError(
+            f"{adapters}: mlx_lm lora finished without the checkpoints of iterations {missing} "
+            f"(see {RETRAIN_LOGS / 'lora.log'})"
+        )
 
 
-def fuse(params: Params, adapters: Path, out: Path, console: Console) -> None:
-    from punie.conciseness import fuse_command
+def fuse_candidates(params: Params, adapters: Path, console: Console) -> dict[int, Path]:
+    """Each candidate's checkpoint fused into the main model, under logs/retrain/fused/i<n>."""
+    from punie.conciseness import checkpoint_name, fuse_command
     from punie.mlx_runtime import run_mlx
     from punie.speculative import TokenizerMismatch, check_draft_tokenizer
 
-    console.print(f"[bold]retrain[/]: fusing adapters into {out}")
-    run_mlx(
-        fuse_command(params.models.main, adapters, out),
-        blas=params.runtime.blas,
-        log_path=RETRAIN_LOGS / "fuse.log",
-    )
-    if not (out / "config.json").exists():
-        raise StageError(f"{out}: mlx_lm fuse did not write a model (see {RETRAIN_LOGS}/fuse.log)")
-    try:  # the draft serves the concise model next: it must keep the main model's vocabulary
-        check_draft_tokenizer(params.models.main, str(out))
-    except TokenizerMismatch as e:
-        raise StageError(f"{out}: fused model changed the tokenizer: {e}") from None
+    fused: dict[int, Path] = {}
+    for root in (RETRAIN_LOGS / "candidates", RETRAIN_LOGS / "fused"):
+        shutil.rmtree(root, ignore_errors=True)
+    for n in params.conciseness.lora.iters:
+        one = RETRAIN_LOGS / "candidates" / f"i{n}"  # `mlx_lm fuse` reads adapters.safetensors
+        one.mkdir(parents=True)
+        shutil.copy(adapters / "adapter_config.json", one)
+        shutil.copy(adapters / checkpoint_name(n), one / "adapters.safetensors")
+        out = RETRAIN_LOGS / "fused" / f"i{n}"
+        console.print(f"[bold]retrain[/]: fusing the adapters of iteration {n} into {out}")
+        run_mlx(
+            fuse_command(params.models.main, one, out),
+            blas=params.runtime.blas,
+            log_path=RETRAIN_LOGS / f"fuse_i{n}.log",
+        )
+        if not (out / "config.json").exists():
+            raise StageError(
+                f"{out}: mlx_lm fuse did not write a model (see {RETRAIN_LOGS}/fuse_i{n}.log)"
+            )
+        try:  # the draft serves the concise model next: it must keep the main model's vocabulary
+            check_draft_tokenizer(params.models.main, str(out))
+        except TokenizerMismatch as e:
+            raise StageError(f"{out}: fused model changed the tokenizer: {e}") from None
+        fused[n] = out
+    return fused
 
 
-def check_and_record(params: Params, concise: Path, console: Console) -> dict[str, Any]:
-    """Main vs concise through the real agent on seed + held-out; raise if accuracy drops."""
+def choose_and_record(
+    params: Params, fused: dict[int, Path], out: Path, console: Console
+) -> dict[str, Any]:
+    """Main vs every candidate through the real agent on seed + held-out; keep the candidate
+    with the fewest completion tokens that loses no accuracy as `out`, or discard them all."""
     import asyncio
 
     from punie.benchmark import measure_configs, server_config
+    from punie.conciseness import accuracy_regressions, choose_candidate
     from punie.measure import load_cases
     from punie.queries import default_query_paths
     from punie.results import write_json
 
     cases = load_cases(default_query_paths(params), ["seed", "heldout"])
-    configs = {
-        "main": server_config(params, params.models.main),
-        "concise": server_config(params, str(concise)),
-    }
-    console.print(f"[bold]retrain[/]: accuracy check, {len(cases)} queries on main then concise")
+    configs = {"main": server_config(params, params.models.main)}
+    configs |= {f"i{n}": server_config(params, str(path)) for n, path in fused.items()}
+    console.print(
+        f"[bold]retrain[/]: accuracy check, {len(cases)} queries on the main model, then on "
+        f"each candidate ({', '.join(configs)})"
+    )
 
     def show(label: str, r: Any) -> None:
         mark = "ok" if r.correct else ("ERROR " + r.error[:60] if r.error else "WRONG")
@@ -405,43 +436,68 @@ def check_and_record(params: Params, concise: Path, console: Console) -> dict[st
             on_record=show,
         )
     )
-    metrics = retrain_metrics(runs["main"], runs["concise"])
     records = {label: [r.to_dict() for r in run.records] for label, run in runs.items()}
     write_json(RETRAIN_LOGS / "records.json", records)  # what each model answered, for review
+    by_n = {n: retrain_metrics(runs["main"], runs[f"i{n}"]) for n in fused}
+    for n, m in by_n.items():
+        lost = "; ".join(accuracy_regressions(m))
+        console.print(
+            f"  iters {n:>4}: accuracy {m['accuracy_concise']:.3f}, completion tokens "
+            f"{m['completion_tokens_mean_concise']:.1f} (main {m['accuracy_main']:.3f}, "
+            f"{m['completion_tokens_mean_main']:.1f})" + (f", LOST {lost}" if lost else "")
+        )
+    chosen = choose_candidate(by_n)
+    sweep = {f"i{n}_{key}": m[f"{key}_concise"] for n, m in by_n.items() for key in SWEPT}
+    if chosen is None:
+        return _discard(params, by_n, sweep, out, console)
+    shutil.move(fused[chosen], out)
+    metrics = {**by_n[chosen], "lora_iters": chosen, **sweep}
     write_json(RETRAIN_METRICS, metrics)
-    regressions = accuracy_regressions(metrics)
-    if regressions:
-        message = (
-            "ACCURACY REGRESSION: the concise model is less accurate than the main model ("
-            + "; ".join(regressions)
-            + f"). {concise} must not replace the main model; see {RETRAIN_METRICS} and lower "
-            "conciseness.lora.iters / learning_rate, or set conciseness.force: false."
-        )
-        if params.conciseness.on_regression == "fail":
-            raise StageError(message)
-        # keep_main: the regressed model is discarded, never benchmarked as "optimised".
-        shutil.rmtree(concise)
-        concise.mkdir(parents=True)
-        reason = "retrained model lost accuracy; discarded"
-        write_json(
-            concise / MAIN_STANDS,
-            {
-                "trained": False,
-                "model": params.models.main,
-                "reason": reason,
-                "regressions": regressions,
-            },
-        )
-        metrics = {**metrics, "trained": False, "regression": True, "reason": reason}
-        write_json(RETRAIN_METRICS, metrics)
-        console.print(f"[bold red]{message}[/]\n[bold red]retrain: the main model stands[/]")
-        print(f"punie-lab retrain: WARNING: {message} The main model stands.", file=sys.stderr)
-        return metrics
     tokens = metrics["completion_tokens_mean_main"], metrics["completion_tokens_mean_concise"]
     console.print(
-        f"[bold green]retrain[/]: accuracy kept ({metrics['accuracy_main']:.3f} -> "
-        f"{metrics['accuracy_concise']:.3f}); completion tokens {tokens[0]:.1f} -> {tokens[1]:.1f}"
+        f"[bold green]retrain[/]: kept iteration {chosen}: accuracy kept "
+        f"({metrics['accuracy_main']:.3f} -> {metrics['accuracy_concise']:.3f}); completion "
+        f"tokens {tokens[0]:.1f} -> {tokens[1]:.1f}"
     )
+    return metrics
+
+
+# Per-candidate figures in metrics/retrain.json (i20_heldout_accuracy, ...).
+SWEPT = ("accuracy", "seed_accuracy", "heldout_accuracy", "completion_tokens_mean")
+
+
+def _discard(
+    params: Params,
+    by_n: dict[int, dict[str, Any]],
+    sweep: dict[str, Any],
+    out: Path,
+    console: Console,
+) -> dict[str, Any]:
+    """Every candidate lost accuracy: fail, or (keep_main) leave a marker that the main model
+    stands, so the regressed models are never benchmarked as "optimised"."""
+    from punie.conciseness import accuracy_regressions
+    from punie.results import write_json
+
+    lost = "; ".join(f"iters {n}: {', '.join(accuracy_regressions(m))}" for n, m in by_n.items())
+    message = (
+        f"ACCURACY REGRESSION: every concise candidate is less accurate than the main model "
+        f"({lost}). None may replace the main model; see {RETRAIN_METRICS} and try fewer "
+        "conciseness.lora.iters or a lower learning_rate, or set conciseness.force: false."
+    )
+    fewest = min(by_n)  # the least changed candidate stands for the sweep in the flat keys
+    metrics = {**by_n[fewest], "lora_iters": fewest, **sweep}
+    if params.conciseness.on_regression == "fail":
+        write_json(RETRAIN_METRICS, metrics)
+        raise StageError(message)
+    out.mkdir(parents=True)
+    reason = "retrained model lost accuracy; discarded"
+    regressions = [f"iters {n}: {r}" for n, m in by_n.items() for r in accuracy_regressions(m)]
+    marker = {"trained": False, "model": params.models.main, "reason": reason}
+    write_json(out / MAIN_STANDS, {**marker, "regressions": regressions})
+    metrics = {**metrics, "trained": False, "regression": True, "reason": reason}
+    write_json(RETRAIN_METRICS, metrics)
+    console.print(f"[bold red]{message}[/]\n[bold red]retrain: the main model stands[/]")
+    print(f"punie-lab retrain: WARNING: {message} The main model stands.", file=sys.stderr)
     return metrics
 
 
@@ -458,13 +514,3 @@ def retrain_metrics(main: ConfigRun, concise: ConfigRun) -> dict[str, Any]:
         out[f"e2e_mean_s_{label}"] = s["e2e_mean_s"]
         out[f"errors_{label}"] = s["n_errors"]
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
-
-
-def accuracy_regressions(metrics: dict[str, Any]) -> list[str]:
-    """Each set (and the total) where the concise model scores below the main model."""
-    found = []
-    for key in ("seed_accuracy", "heldout_accuracy", "accuracy"):
-        main, concise = metrics.get(f"{key}_main"), metrics.get(f"{key}_concise")
-        if main is not None and (concise is None or concise < main):
-            found.append(f"{key} {main} -> {concise}")
-    return found
