@@ -21,14 +21,9 @@ from punie.conciseness import (
 )
 from punie.errors import StageError
 from punie.params import Params, load_params
-from punie.stages import concise
-from punie.stages.concise import (
-    read_gate,
-    run_concise_data,
-    run_gate,
-    run_retrain,
-    with_opener,
-)
+from punie.stages import concise, retrain
+from punie.stages.concise import read_gate, run_concise_data, run_gate, with_opener
+from punie.stages.retrain import run_retrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -230,7 +225,7 @@ def test_skipped_path_produces_every_declared_output(
     gate = read_gate()
     assert gate.retrain is False
     run_concise_data(params, gate, concise.CONCISE_DIR, _quiet())
-    run_retrain(params, gate, concise.CONCISE_MODEL, _quiet())
+    run_retrain(params, gate, retrain.CONCISE_MODEL, _quiet())
     for stage in ("gate", "concise_data", "retrain"):
         for path in _declared_outputs(stage):
             assert Path(path).exists(), f"{stage}: {path} missing on the skipped path"
@@ -371,8 +366,8 @@ def test_retrain_refuses_bad_lora_settings_before_training(
     )
     shutil.copytree(concise_data, concise.CONCISE_DIR)
     with pytest.raises(StageError, match=message):
-        run_retrain(params, GateDecision(True, "x"), concise.CONCISE_MODEL, _quiet())
-    assert not (concise.RETRAIN_LOGS / "lora.log").exists()
+        run_retrain(params, GateDecision(True, "x"), retrain.CONCISE_MODEL, _quiet())
+    assert not (retrain.RETRAIN_LOGS / "lora.log").exists()
 
 
 @pytest.mark.slow
@@ -384,22 +379,22 @@ def test_retrain_trains_fuses_and_checks_accuracy(
     params = _tiny_project(tmp_path, tiny_model_dir, monkeypatch)
     gate = GateDecision(True, "forced for the test")
     run_concise_data(params, gate, concise.CONCISE_DIR, _quiet())
-    run_retrain(params, gate, concise.CONCISE_MODEL, _quiet())
-    fused = concise.CONCISE_MODEL
+    run_retrain(params, gate, retrain.CONCISE_MODEL, _quiet())
+    fused = retrain.CONCISE_MODEL
     assert (fused / "config.json").exists()
     assert tokenizer_fingerprint(fused) == tokenizer_fingerprint(tiny_model_dir)
-    metrics = json.loads(concise.RETRAIN_METRICS.read_text())
+    metrics = json.loads(retrain.RETRAIN_METRICS.read_text())
     assert metrics["trained"] is True
     for key in ("accuracy_main", "accuracy_concise", "completion_tokens_mean_main",
                 "completion_tokens_mean_concise", "heldout_accuracy_concise"):  # fmt: skip
         assert isinstance(metrics[key], (int, float)), key
-    log = (concise.RETRAIN_LOGS / "lora.log").read_text()
+    log = (retrain.RETRAIN_LOGS / "lora.log").read_text()
     assert any(parse_lora_line(line) for line in log.splitlines())
     # One LoRA run, both candidates measured, the kept one moved to models/concise.
     assert metrics["lora_iters"] in (2, 4)
     for n in (2, 4):
         assert isinstance(metrics[f"i{n}_heldout_accuracy"], float)
         assert isinstance(metrics[f"i{n}_completion_tokens_mean"], float)
-    records = json.loads((concise.RETRAIN_LOGS / "records.json").read_text())
+    records = json.loads((retrain.RETRAIN_LOGS / "records.json").read_text())
     assert set(records) == {"main", "i2", "i4"}
-    assert not (concise.RETRAIN_LOGS / "fused").exists()
+    assert not (retrain.RETRAIN_LOGS / "fused").exists()

@@ -21,7 +21,7 @@ STAGES: dict[str, tuple[str, str]] = {
     ),
     "gate": ("punie.stages.concise", "decide whether conciseness training is worth it"),
     "concise-data": ("punie.stages.concise", "build the concise data set (or a skipped marker)"),
-    "retrain": ("punie.stages.concise", "LoRA-train and fuse the concise model (or skip)"),
+    "retrain": ("punie.stages.retrain", "LoRA-train and fuse the concise model (or skip)"),
     "concise-draft": (
         "punie.stages.concise_draft",
         "distil the draft on the concise model's answers (or keep it)",

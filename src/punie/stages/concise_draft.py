@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from punie.speculative import CHOICE_FILE as CHOICE
-from punie.stages.concise import CONCISE_MODEL
-from punie.stages.concise import RETRAIN_METRICS as RETRAIN
+from punie.stages.retrain import CONCISE_MODEL
+from punie.stages.retrain import RETRAIN_METRICS as RETRAIN
 
 if TYPE_CHECKING:
     from punie.params import Params

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from punie.conciseness import GATE_FILE as GATE
 from punie.errors import StageError
 from punie.speculative import CHOICE_FILE as CHOICE
-from punie.stages.concise import CONCISE_MODEL
-from punie.stages.concise import RETRAIN_METRICS as RETRAIN
 from punie.stages.concise_draft import CONCISE_DRAFT
+from punie.stages.retrain import CONCISE_MODEL
+from punie.stages.retrain import RETRAIN_METRICS as RETRAIN
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -1,0 +1,323 @@
+"""`punie-lab retrain`: LoRA-train the main model for conciseness, only when the gate says so.
+
+One `mlx_lm lora` run to the largest of `conciseness.lora.iters` saves a checkpoint at each
+candidate; `mlx_lm fuse` turns each into a model, and the main model and every candidate answer
+the seed and held-out queries through the real server and agent. The candidate with the fewest
+completion tokens that loses no accuracy becomes models/concise; when all lose some, they are
+discarded loudly (or the stage fails) and a marker says the main model stands, as it does when
+the gate says no.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from punie.conciseness import GateDecision
+from punie.errors import StageError
+from punie.stages.concise import CONCISE_DIR, read_gate
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from punie.benchmark import ConfigRun
+    from punie.params import Params
+
+CONCISE_MODEL = Path("models/concise")
+MAIN_STANDS = "MAIN_MODEL_STANDS.json"
+RETRAIN_METRICS = Path("metrics/retrain.json")
+RETRAIN_LOGS = Path("logs/retrain")
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=CONCISE_MODEL, help="fused model dir")
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from punie.params import load_params
+
+    return run_retrain(load_params(), read_gate(), args.out, Console())
+
+
+def run_retrain(params: Params, gate: GateDecision, out: Path, console: Console) -> int:
+    from punie.results import write_json
+
+    if out.exists():
+        shutil.rmtree(out)
+    if not gate.retrain:
+        out.mkdir(parents=True)
+        marker = {"trained": False, "model": params.models.main, "reason": f"gate: {gate.reason}"}
+        write_json(out / MAIN_STANDS, marker)
+        write_json(RETRAIN_METRICS, {"trained": False, "reason": f"gate: {gate.reason}"})
+        console.print(f"[bold]retrain[/]: skipped, the main model stands ({gate.reason})")
+        return 0
+    data = CONCISE_DIR
+    if not (data / "train.jsonl").exists():
+        raise StageError(
+            f"{data}/train.jsonl: missing although the gate says retrain "
+            f"(run `punie-lab concise-data`)"
+        )
+    RETRAIN_LOGS.mkdir(parents=True, exist_ok=True)
+    adapters = RETRAIN_LOGS / "adapters"
+    train_lora(params, data, adapters, console)
+    fused = fuse_candidates(params, adapters, console)
+    try:
+        choose_and_record(params, fused, out, console)
+    finally:  # the kept candidate has moved to `out`; the others are not needed
+        shutil.rmtree(RETRAIN_LOGS / "fused", ignore_errors=True)
+    return 0
+
+
+def _model_layers(model: str) -> int | None:
+    """num_hidden_layers of a local model directory (None for a hub name: mlx-lm checks)."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    layers = config.get("num_hidden_layers")
+    return layers if isinstance(layers, int) else None
+
+
+def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> None:
+    import yaml
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from punie.conciseness import longest_example, lora_command, parse_lora_line
+    from punie.mlx_runtime import run_mlx
+
+    lora = params.conciseness.lora
+    layers = _model_layers(params.models.main)
+    if layers is not None and lora.num_layers > layers:
+        raise StageError(
+            f"conciseness.lora.num_layers: {lora.num_layers} but {params.models.main} has "
+            f"{layers} layers; use at most {layers} (or -1 for all)"
+        )
+    try:
+        longest = longest_example(params.models.main, [data / "train.jsonl", data / "valid.jsonl"])
+    except ValueError as e:
+        raise StageError(f"cannot tokenize {data}: {e}") from None
+    if longest > lora.max_seq_length:
+        raise StageError(
+            f"conciseness.lora.max_seq_length: {lora.max_seq_length} is shorter than the longest "
+            f"concise example ({longest} tokens); raise it to at least {longest}"
+        )
+    if adapters.exists():
+        shutil.rmtree(adapters)
+    iters = max(lora.iters)
+    args, config = lora_command(
+        params.models.main,
+        data,
+        adapters,
+        iters=iters,
+        rank=lora.rank,
+        learning_rate=lora.learning_rate,
+        num_layers=lora.num_layers,
+        batch_size=lora.batch_size,
+        seed=params.runtime.seed,
+        max_seq_length=lora.max_seq_length,
+        save_every=math.gcd(*lora.iters),
+    )
+    config_path = RETRAIN_LOGS / "lora_config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    args += ["--config", str(config_path)]
+    console.print(
+        f"[bold]retrain[/]: LoRA rank {lora.rank} on {params.models.main}, {iters} iters, "
+        f"candidates at {', '.join(map(str, lora.iters))}"
+    )
+    interactive = console.is_terminal
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not interactive,
+    ) as progress:
+        task = progress.add_task("lora", total=iters)
+        losses: list[float] = []
+
+        def on_line(line: str) -> None:
+            step = parse_lora_line(line)
+            if step is None:
+                return
+            if not step.validation:
+                losses.append(step.loss)
+            what = "val loss" if step.validation else "loss"
+            progress.update(
+                task, completed=step.iteration, description=f"lora {what} {step.loss:.3f}"
+            )
+            if not interactive:  # DVC or CI log: one plain line per report
+                console.print(f"  iter {step.iteration}/{iters} {what} {step.loss:.3f}")
+
+        run_mlx(args, blas=params.runtime.blas, log_path=RETRAIN_LOGS / "lora.log", on_line=on_line)
+    if not losses or not math.isfinite(losses[-1]):
+        raise StageError(
+            f"LoRA training loss is {losses[-1] if losses else 'missing'} (see "
+            f"{RETRAIN_LOGS / 'lora.log'}); lower conciseness.lora.learning_rate"
+        )
+    from punie.conciseness import checkpoint_name
+
+    missing = [n for n in lora.iters if not (adapters / checkpoint_name(n)).exists()]
+    if missing or not (adapters / "adapter_config.json").exists():
+        raise StageError(
+            f"{adapters}: mlx_lm lora finished without the checkpoints of iterations {missing} "
+            f"(see {RETRAIN_LOGS / 'lora.log'})"
+        )
+
+
+def fuse_candidates(params: Params, adapters: Path, console: Console) -> dict[int, Path]:
+    """Each candidate's checkpoint fused into the main model, under logs/retrain/fused/i<n>."""
+    from punie.conciseness import checkpoint_name, fuse_command
+    from punie.mlx_runtime import run_mlx
+    from punie.speculative import TokenizerMismatch, check_draft_tokenizer
+
+    fused: dict[int, Path] = {}
+    for root in (RETRAIN_LOGS / "candidates", RETRAIN_LOGS / "fused"):
+        shutil.rmtree(root, ignore_errors=True)
+    for n in params.conciseness.lora.iters:
+        one = RETRAIN_LOGS / "candidates" / f"i{n}"  # `mlx_lm fuse` reads adapters.safetensors
+        one.mkdir(parents=True)
+        shutil.copy(adapters / "adapter_config.json", one)
+        shutil.copy(adapters / checkpoint_name(n), one / "adapters.safetensors")
+        out = RETRAIN_LOGS / "fused" / f"i{n}"
+        console.print(f"[bold]retrain[/]: fusing the adapters of iteration {n} into {out}")
+        run_mlx(
+            fuse_command(params.models.main, one, out),
+            blas=params.runtime.blas,
+            log_path=RETRAIN_LOGS / f"fuse_i{n}.log",
+        )
+        if not (out / "config.json").exists():
+            raise StageError(
+                f"{out}: mlx_lm fuse did not write a model (see {RETRAIN_LOGS}/fuse_i{n}.log)"
+            )
+        try:  # the draft serves the concise model next: it must keep the main model's vocabulary
+            check_draft_tokenizer(params.models.main, str(out))
+        except TokenizerMismatch as e:
+            raise StageError(f"{out}: fused model changed the tokenizer: {e}") from None
+        fused[n] = out
+    return fused
+
+
+def choose_and_record(
+    params: Params, fused: dict[int, Path], out: Path, console: Console
+) -> dict[str, Any]:
+    """Main vs every candidate through the real agent on seed + held-out; keep the candidate
+    with the fewest completion tokens that loses no accuracy as `out`, or discard them all."""
+    import asyncio
+
+    from punie.benchmark import measure_configs, server_config
+    from punie.conciseness import accuracy_regressions, choose_candidate
+    from punie.measure import load_cases
+    from punie.queries import default_query_paths
+    from punie.results import write_json
+
+    cases = load_cases(default_query_paths(params), ["seed", "heldout"])
+    configs = {"main": server_config(params, params.models.main)}
+    configs |= {f"i{n}": server_config(params, str(path)) for n, path in fused.items()}
+    console.print(
+        f"[bold]retrain[/]: accuracy check, {len(cases)} queries on the main model, then on "
+        f"each candidate ({', '.join(configs)})"
+    )
+
+    def show(label: str, r: Any) -> None:
+        mark = "ok" if r.correct else ("ERROR " + r.error[:60] if r.error else "WRONG")
+        console.print(
+            f"  {label:<7} {r.label:<11} {r.total_s:5.2f}s {r.completion_tokens:4d} tok {mark}"
+        )
+
+    runs = asyncio.run(
+        measure_configs(
+            params,
+            configs,
+            cases,
+            repeats=1,
+            interleave=False,
+            log_dir=RETRAIN_LOGS,
+            on_record=show,
+        )
+    )
+    records = {label: [r.to_dict() for r in run.records] for label, run in runs.items()}
+    write_json(RETRAIN_LOGS / "records.json", records)  # what each model answered, for review
+    by_n = {n: retrain_metrics(runs["main"], runs[f"i{n}"]) for n in fused}
+    for n, m in by_n.items():
+        lost = "; ".join(accuracy_regressions(m))
+        console.print(
+            f"  iters {n:>4}: accuracy {m['accuracy_concise']:.3f}, completion tokens "
+            f"{m['completion_tokens_mean_concise']:.1f} (main {m['accuracy_main']:.3f}, "
+            f"{m['completion_tokens_mean_main']:.1f})" + (f", LOST {lost}" if lost else "")
+        )
+    chosen = choose_candidate(by_n)
+    sweep = {f"i{n}_{key}": m[f"{key}_concise"] for n, m in by_n.items() for key in SWEPT}
+    if chosen is None:
+        return _discard(params, by_n, sweep, out, console)
+    shutil.move(fused[chosen], out)
+    metrics = {**by_n[chosen], "lora_iters": chosen, **sweep}
+    write_json(RETRAIN_METRICS, metrics)
+    tokens = metrics["completion_tokens_mean_main"], metrics["completion_tokens_mean_concise"]
+    console.print(
+        f"[bold green]retrain[/]: kept iteration {chosen}: accuracy kept "
+        f"({metrics['accuracy_main']:.3f} -> {metrics['accuracy_concise']:.3f}); completion "
+        f"tokens {tokens[0]:.1f} -> {tokens[1]:.1f}"
+    )
+    return metrics
+
+
+# Per-candidate figures in metrics/retrain.json (i20_heldout_accuracy, ...).
+SWEPT = ("accuracy", "seed_accuracy", "heldout_accuracy", "completion_tokens_mean")
+
+
+def _discard(
+    params: Params,
+    by_n: dict[int, dict[str, Any]],
+    sweep: dict[str, Any],
+    out: Path,
+    console: Console,
+) -> dict[str, Any]:
+    """Every candidate lost accuracy: fail, or (keep_main) leave a marker that the main model
+    stands, so the regressed models are never benchmarked as "optimised"."""
+    from punie.conciseness import accuracy_regressions
+    from punie.results import write_json
+
+    lost = "; ".join(f"iters {n}: {', '.join(accuracy_regressions(m))}" for n, m in by_n.items())
+    message = (
+        f"ACCURACY REGRESSION: every concise candidate is less accurate than the main model "
+        f"({lost}). None may replace the main model; see {RETRAIN_METRICS} and try fewer "
+        "conciseness.lora.iters or a lower learning_rate, or set conciseness.force: false."
+    )
+    fewest = min(by_n)  # the least changed candidate stands for the sweep in the flat keys
+    metrics = {**by_n[fewest], "lora_iters": fewest, **sweep}
+    if params.conciseness.on_regression == "fail":
+        write_json(RETRAIN_METRICS, metrics)
+        raise StageError(message)
+    out.mkdir(parents=True)
+    reason = "retrained model lost accuracy; discarded"
+    regressions = [f"iters {n}: {r}" for n, m in by_n.items() for r in accuracy_regressions(m)]
+    marker = {"trained": False, "model": params.models.main, "reason": reason}
+    write_json(out / MAIN_STANDS, {**marker, "regressions": regressions})
+    metrics = {**metrics, "trained": False, "regression": True, "reason": reason}
+    write_json(RETRAIN_METRICS, metrics)
+    console.print(f"[bold red]{message}[/]\n[bold red]retrain: the main model stands[/]")
+    print(f"punie-lab retrain: WARNING: {message} The main model stands.", file=sys.stderr)
+    return metrics
+
+
+def retrain_metrics(main: ConfigRun, concise: ConfigRun) -> dict[str, Any]:
+    from punie.records import accuracy_by_set, summarize
+
+    out: dict[str, Any] = {"trained": True}
+    for label, run in (("main", main), ("concise", concise)):
+        s = summarize(run.records)
+        out[f"accuracy_{label}"] = s["accuracy"]
+        for set_name, acc in accuracy_by_set(run.records).items():
+            out[f"{set_name}_accuracy_{label}"] = acc
+        out[f"completion_tokens_mean_{label}"] = s["completion_tokens_mean"]
+        out[f"e2e_mean_s_{label}"] = s["e2e_mean_s"]
+        out[f"errors_{label}"] = s["n_errors"]
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
