@@ -314,6 +314,35 @@ def test_the_sweep_keeps_the_shortest_candidate_that_loses_nothing() -> None:
     assert choose_candidate({60: _candidate(0.93, 21.0), 80: _candidate(0.9, 20.0)}) is None
 
 
+@pytest.mark.parametrize("on_regression", ["keep_main", "fail"])
+def test_when_every_candidate_lost_accuracy_none_replaces_the_main_model(
+    on_regression: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    params = _params(on_regression=on_regression)
+    by_n = {60: _candidate(0.93, 21.0), 80: _candidate(0.9, 20.0)}
+    sweep = {"i60_heldout_accuracy": 0.93, "i80_heldout_accuracy": 0.9}
+    out = tmp_path / "models" / "concise"
+    if on_regression == "fail":
+        with pytest.raises(
+            StageError, match=r"iters 60: heldout_accuracy 0\.97 -> 0\.93.*iters 80"
+        ):
+            retrain._discard(params, by_n, sweep, out, _quiet())
+        assert not out.exists()
+    else:
+        metrics = retrain._discard(params, by_n, sweep, out, _quiet())
+        marker = json.loads((out / retrain.MAIN_STANDS).read_text())
+        assert marker["trained"] is False and len(marker["regressions"]) == 2
+        assert not (out / "config.json").exists()  # nothing for the final stage to serve
+        assert "ACCURACY REGRESSION" in capsys.readouterr().err
+        assert metrics["regression"] is True and metrics["trained"] is False
+    recorded = json.loads(retrain.RETRAIN_METRICS.read_text())
+    assert recorded["lora_iters"] == 60 and recorded["i80_heldout_accuracy"] == 0.9
+
+
 # --- end to end on the tiny random models ------------------------------------------------------
 
 
