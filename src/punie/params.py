@@ -143,9 +143,9 @@ class Lora(_Section):
     @classmethod
     def _positive_and_distinct(cls, value: list[int]) -> list[int]:
         if any(n < 1 for n in value):
-            raise ValueError(f"every iteration count must be >= 1, got {list(value)}")
+            raise ValueError(f"every iteration count must be >= 1, got {value}")
         if len(set(value)) != len(value):
-            raise ValueError(f"iteration counts must be distinct, got {list(value)}")
+            raise ValueError(f"iteration counts must be distinct, got {value}")
         return sorted(value)
 
 

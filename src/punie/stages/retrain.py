@@ -285,11 +285,12 @@ def _discard(
     from punie.conciseness import accuracy_regressions
     from punie.results import write_json
 
-    lost = "; ".join(f"iters {n}: {', '.join(accuracy_regressions(m))}" for n, m in by_n.items())
+    regressions = [f"iters {n}: {r}" for n, m in by_n.items() for r in accuracy_regressions(m)]
     message = (
         f"ACCURACY REGRESSION: every concise candidate is less accurate than the main model "
-        f"({lost}). None may replace the main model; see {RETRAIN_METRICS} and try fewer "
-        "conciseness.lora.iters or a lower learning_rate, or set conciseness.force: false."
+        f"({'; '.join(regressions)}). None may replace the main model; see {RETRAIN_METRICS} "
+        "and try fewer conciseness.lora.iters or a lower learning_rate, or set "
+        "conciseness.force: false."
     )
     fewest = min(by_n)  # the least changed candidate stands for the sweep in the flat keys
     metrics = {**by_n[fewest], "lora_iters": fewest, **sweep}
@@ -298,7 +299,6 @@ def _discard(
         raise StageError(message)
     out.mkdir(parents=True)
     reason = "retrained model lost accuracy; discarded"
-    regressions = [f"iters {n}: {r}" for n, m in by_n.items() for r in accuracy_regressions(m)]
     marker = {"trained": False, "model": params.models.main, "reason": reason}
     write_json(out / MAIN_STANDS, {**marker, "regressions": regressions})
     metrics = {**metrics, "trained": False, "regression": True, "reason": reason}
