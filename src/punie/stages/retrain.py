@@ -213,7 +213,7 @@ def choose_and_record(
     import asyncio
 
     from punie.benchmark import measure_configs, server_config
-    from punie.conciseness import accuracy_regressions, choose_candidate
+    from punie.conciseness import candidate_faults, choose_candidate
     from punie.measure import load_cases
     from punie.queries import default_query_paths
     from punie.results import write_json
@@ -247,11 +247,11 @@ def choose_and_record(
     write_json(RETRAIN_LOGS / "records.json", records)  # what each model answered, for review
     by_n = {n: retrain_metrics(runs["main"], runs[f"i{n}"]) for n in fused}
     for n, m in by_n.items():
-        lost = "; ".join(accuracy_regressions(m))
+        faults = "; ".join(candidate_faults(m))
         console.print(
             f"  iters {n:>4}: accuracy {m['accuracy_concise']:.3f}, completion tokens "
             f"{m['completion_tokens_mean_concise']:.1f} (main {m['accuracy_main']:.3f}, "
-            f"{m['completion_tokens_mean_main']:.1f})" + (f", LOST {lost}" if lost else "")
+            f"{m['completion_tokens_mean_main']:.1f})" + (f", REJECTED {faults}" if faults else "")
         )
     chosen = choose_candidate(by_n)
     sweep = {f"i{n}_{key}": m[f"{key}_concise"] for n, m in by_n.items() for key in SWEPT}
@@ -280,30 +280,40 @@ def _discard(
     out: Path,
     console: Console,
 ) -> dict[str, Any]:
-    """Every candidate lost accuracy: fail, or (keep_main) leave a marker that the main model
-    stands, so the regressed models are never benchmarked as "optimised"."""
-    from punie.conciseness import accuracy_regressions
+    """No candidate may replace the main model. When every one lost accuracy: fail, or
+    (keep_main) leave a marker that the main model stands, so the regressed models are never
+    benchmarked as "optimised"; when those that kept it answered no shorter, the marker only."""
+    from punie.conciseness import accuracy_regressions, candidate_faults
     from punie.results import write_json
 
-    regressions = [f"iters {n}: {r}" for n, m in by_n.items() for r in accuracy_regressions(m)]
-    message = (
-        f"ACCURACY REGRESSION: every concise candidate is less accurate than the main model "
-        f"({'; '.join(regressions)}). None may replace the main model; see {RETRAIN_METRICS} "
-        "and try fewer conciseness.lora.iters or a lower learning_rate, or set "
-        "conciseness.force: false."
-    )
+    faults = [f"iters {n}: {r}" for n, m in by_n.items() for r in candidate_faults(m)]
+    regression = all(accuracy_regressions(m) for m in by_n.values())
+    if regression:
+        message = (
+            f"ACCURACY REGRESSION: every concise candidate is less accurate than the main model "
+            f"({'; '.join(faults)}). None may replace the main model; see {RETRAIN_METRICS} "
+            "and try fewer conciseness.lora.iters or a lower learning_rate, or set "
+            "conciseness.force: false."
+        )
+        reason = "retrained model lost accuracy; discarded"
+    else:
+        message = (
+            f"no concise candidate kept the main model's accuracy with shorter answers "
+            f"({'; '.join(faults)}); see {RETRAIN_METRICS} and try more conciseness.lora.iters."
+        )
+        reason = "no candidate answered shorter without losing accuracy; discarded"
     fewest = min(by_n)  # the least changed candidate stands for the sweep in the flat keys
     metrics = {**by_n[fewest], "lora_iters": fewest, **sweep}
-    if params.conciseness.on_regression == "fail":
+    if regression and params.conciseness.on_regression == "fail":
         write_json(RETRAIN_METRICS, metrics)
         raise StageError(message)
     out.mkdir(parents=True)
-    reason = "retrained model lost accuracy; discarded"
     marker = {"trained": False, "model": params.models.main, "reason": reason}
-    write_json(out / MAIN_STANDS, {**marker, "regressions": regressions})
-    metrics = {**metrics, "trained": False, "regression": True, "reason": reason}
+    write_json(out / MAIN_STANDS, {**marker, "regressions": faults})
+    metrics = {**metrics, "trained": False, "regression": regression, "reason": reason}
     write_json(RETRAIN_METRICS, metrics)
-    console.print(f"[bold red]{message}[/]\n[bold red]retrain: the main model stands[/]")
+    style = "bold red" if regression else "bold yellow"
+    console.print(f"[{style}]{message}[/]\n[{style}]retrain: the main model stands[/]")
     print(f"punie-lab retrain: WARNING: {message} The main model stands.", file=sys.stderr)
     return metrics
 
