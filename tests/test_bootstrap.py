@@ -155,3 +155,30 @@ def test_distilled_rows_keep_the_prompt_and_take_the_main_models_answer(
         assert isinstance(new["messages"][-1]["content"], str)
         # the prompt the draft learns from is the one the main model answered
         assert prompt_ids(tokenizer, new) == prompt_ids(tokenizer, row)
+
+
+def test_the_stage_peak_memory_counts_its_trainers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """metrics/bootstrap.json's peak_rss_mb is the whole process tree's, not this process's:
+    a child holding 300 MB (standing in for a trainer) must show in it."""
+    import subprocess
+    import sys
+
+    from punie.params import load_params
+
+    hold = "b = bytearray(300 * 2**20); import time; time.sleep(2)"
+
+    def fake_build(params: object) -> dict[str, object]:
+        subprocess.run([sys.executable, "-c", hold], check=True)
+        return {"total_seconds": 2.0}
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(B, "_build", fake_build)
+    import psutil
+
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    own_mb = psutil.Process().memory_info().rss / 2**20
+    metrics = B.build(params)
+    assert own_mb + 250 <= metrics["peak_rss_mb"] < own_mb + 4096
+    assert json.loads(B.METRICS.read_text())["peak_rss_mb"] == metrics["peak_rss_mb"]

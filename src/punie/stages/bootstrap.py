@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -432,9 +433,23 @@ def distill_draft(
 
 
 def build(params: Params) -> dict[str, Any]:
+    from punie.memory import ServerMemorySampler
+    from punie.results import write_json
+
+    # The stage's whole process tree (this process, the trainers side by side, fuse, distil
+    # generation), summed at each sample: what the machine must hold at once.
+    with ServerMemorySampler(os.getpid(), interval_s=0.5) as memory:
+        metrics = _build(params)
+    metrics["peak_rss_mb"] = round(memory.peak_rss_mb, 1)
+    write_json(METRICS, metrics)
+    print(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _build(params: Params) -> dict[str, Any]:
     from punie.mlx_runtime import blas_in_use
     from punie.modelgen import init_model_dir
-    from punie.results import round_floats, write_json
+    from punie.results import round_floats
 
     b = params.bootstrap
     blas = params.runtime.blas
@@ -482,9 +497,7 @@ def build(params: Params) -> dict[str, Any]:
         print("bootstrap: warning: the draft has fewer than 10x fewer parameters than main")
     metrics["total_seconds"] = time.perf_counter() - t_all
     metrics["blas"] = blas_in_use(blas)
-    write_json(METRICS, round_floats(metrics))
-    print(json.dumps(round_floats(metrics), indent=2))
-    return metrics
+    return round_floats(metrics)
 
 
 # --- OpenBLAS vs bundled BLAS ------------------------------------------------------------------
