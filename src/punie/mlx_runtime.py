@@ -7,6 +7,7 @@ under mlx without changing results (see README for the measured ratio).
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -45,11 +46,25 @@ def mlx_env(blas: str = "auto", base: dict[str, str] | None = None) -> dict[str,
     preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p and "openblas" not in p]
     if blas == "auto" and (lib := find_openblas()):
         preload.insert(0, lib)
+    elif blas == "auto" and sys.platform.startswith("linux"):
+        warn_no_openblas()
     if preload:
         env["LD_PRELOAD"] = ":".join(preload)
     else:
         env.pop("LD_PRELOAD", None)
     return env
+
+
+@functools.cache
+def warn_no_openblas() -> None:
+    """Once per process. Silent, the fallback went unseen: on 2026-11-29 a bootstrap
+    without the package was still training the main model after 21 min (11 with it)."""
+    print(
+        "warning: runtime.blas is auto but no system OpenBLAS was found; mlx falls back to its "
+        "bundled BLAS, several times slower on Linux (install libopenblas0-pthread, or set "
+        "runtime.blas: off to silence this)",
+        file=sys.stderr,
+    )
 
 
 def blas_in_use(blas: str = "auto") -> str:
