@@ -44,10 +44,11 @@ def mlx_env(blas: str = "auto", base: dict[str, str] | None = None) -> dict[str,
     # Model hubs are unreachable here; never let a typo turn into a long network wait.
     env.setdefault("HF_HUB_OFFLINE", "1")
     preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p and "openblas" not in p]
-    if blas == "auto" and (lib := find_openblas()):
-        preload.insert(0, lib)
-    elif blas == "auto" and sys.platform.startswith("linux"):
-        warn_no_openblas()
+    if blas == "auto":
+        if lib := find_openblas():
+            preload.insert(0, lib)
+        elif sys.platform.startswith("linux"):
+            warn_no_openblas()
     if preload:
         env["LD_PRELOAD"] = ":".join(preload)
     else:
@@ -58,7 +59,7 @@ def mlx_env(blas: str = "auto", base: dict[str, str] | None = None) -> dict[str,
 @functools.cache
 def warn_no_openblas() -> None:
     """Once per process. Silent, the fallback went unseen: on 2026-11-29 a bootstrap
-    without the package was still training the main model after 21 min (11 with it)."""
+    without the package was still training the main model after 21 min (11-13 with it)."""
     print(
         "warning: runtime.blas is auto but no system OpenBLAS was found; mlx falls back to its "
         "bundled BLAS, several times slower on Linux (install libopenblas0-pthread, or set "
