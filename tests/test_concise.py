@@ -169,6 +169,27 @@ def test_openers_are_kept_only_on_the_answers_named() -> None:
     assert rows[2]["messages"][-1]["content"] == "X is Y."  # the input is left alone
 
 
+def test_round_robin_takes_one_query_per_tool_in_turn() -> None:
+    from punie.corpus import Spec
+
+    specs = [Spec(f"q{i}", tool) for i, tool in enumerate("rrrarr")]
+    assert [s.query for s in concise.round_robin_by_tool(specs)] == [
+        "q0", "q3", "q1", "q2", "q4", "q5"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_balanced_tool_queries_share_the_tools_evenly(balance: bool) -> None:
+    from collections import Counter
+
+    groups = concise.build_concise_groups(_params(tool_examples=11, balance_tools=balance), 0)
+    tools = Counter(g["tool"] for g in groups if g["kind"] == "tool")
+    assert sum(tools.values()) == 11 + concise.valid_size(11)
+    # The corpus draws run_command about 3 times as often as read_file.
+    spread = max(tools.values()) - min(tools.values())
+    assert (spread <= 1) if balance else (spread > 1), tools
+
+
 def test_concise_answers_are_shorter_than_the_corpus_style() -> None:
     from punie.corpus import make_specs, render_all, workspace_facts
     from punie.tools import Workspace

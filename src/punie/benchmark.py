@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from pydantic_ai import Agent
+    from rich.console import Console
 
     from punie.measure import Case
     from punie.memory import ServerMemorySampler
@@ -137,6 +138,20 @@ async def _run_one(params: Params, live: _Live, case: Case, repeat: int) -> Quer
         live.server.check_responsive(after=f"{live.run.label} {case.label}: {record.error}")
     live.run.records.append(record)
     return record
+
+
+def record_printer(console: Console, label_width: int) -> Callable[[str, QueryRecord], None]:
+    """An `on_record` that prints one progress line per query: configuration, query, time,
+    completion tokens and the verdict."""
+
+    def show(label: str, r: QueryRecord) -> None:
+        mark = "ok" if r.correct else ("ERROR " + r.error[:60] if r.error else "WRONG")
+        console.print(
+            f"  {label:<{label_width}} {r.label:<11} {r.total_s:6.2f}s "
+            f"{r.completion_tokens:4d} tok {mark}"
+        )
+
+    return show
 
 
 async def measure_configs(

@@ -158,6 +158,9 @@ class Conciseness(_Section):
     # first token is the decision's alternative to `<tool_call>`, and a LoRA that unlearns
     # the opener moves that decision (see params.yaml).
     openers: Literal["none", "direct", "all"] = "none"
+    # Tool queries shared evenly across the tools instead of the corpus's skew: a LoRA that
+    # sees one tool mostly pulls the other tool's queries towards it (see params.yaml).
+    balance_tools: bool = False
     # What a retrained model that lost accuracy does: `fail` stops the pipeline (exit 1);
     # `keep_main` discards it, says so loudly and lets the final stage use the main model.
     on_regression: Literal["keep_main", "fail"] = "keep_main"

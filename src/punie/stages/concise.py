@@ -14,6 +14,8 @@ import json
 import math
 import random
 import shutil
+from collections import Counter
+from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from punie.errors import StageError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from punie.corpus import Spec
     from punie.params import Params
 
 PROFILE_FILE = Path("metrics/profile.json")
@@ -30,6 +33,9 @@ CONCISE_DIR = Path("data/concise")
 SKIPPED = "skipped.json"
 # Held back for validation, per kind, as a share of the training sizes in params.
 VALID_SHARE = 0.15
+# With `balance_tools`, tool queries are drawn from this many times the needed number, so
+# even the corpus's rarest tool (about 1 in 4) has enough queries for an even share.
+BALANCE_POOL = 6
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -109,7 +115,7 @@ def build_concise_groups(params: Params, seed: int) -> list[dict[str, Any]]:
     Queries of the seed and held-out sets are excluded, so the accuracy check and the final
     benchmark never see a training query.
     """
-    from punie.corpus import Spec, make_specs, render_all, workspace_facts
+    from punie.corpus import make_specs, render_all, workspace_facts
     from punie.queries import QueryFileError, default_query_paths, load_queries
     from punie.tools import Workspace
 
@@ -123,7 +129,11 @@ def build_concise_groups(params: Params, seed: int) -> list[dict[str, Any]]:
     facts = workspace_facts(root)
     n_tool = c.tool_examples + valid_size(c.tool_examples)
     n_direct = c.direct_examples + valid_size(c.direct_examples)
-    tool_specs = make_specs(n_tool, facts, seed, exclude, tool_share=1.0, concise=True)
+    if c.balance_tools:
+        pool = make_specs(n_tool * BALANCE_POOL, facts, seed, exclude, tool_share=1.0, concise=True)
+        tool_specs = round_robin_by_tool(pool)[:n_tool]
+    else:
+        tool_specs = make_specs(n_tool, facts, seed, exclude, tool_share=1.0, concise=True)
     direct_specs = make_specs(n_direct, facts, seed + 1, exclude, tool_share=0.0, concise=True)
     specs: list[Spec] = [*tool_specs, *direct_specs]
     rendered = [
@@ -131,9 +141,23 @@ def build_concise_groups(params: Params, seed: int) -> list[dict[str, Any]]:
         for s, rows in zip(specs, render_all(specs, ws, seed, concise=True), strict=True)
     ]
     return [
-        {"kind": "direct" if s.tool is None else "tool", "query": s.query, "rows": json.dumps(rows)}
+        {
+            "kind": "direct" if s.tool is None else "tool",
+            "tool": s.tool or "",
+            "query": s.query,
+            "rows": json.dumps(rows),
+        }
         for s, rows in zip(specs, rendered, strict=True)
     ]
+
+
+def round_robin_by_tool(specs: list[Spec]) -> list[Spec]:
+    """`specs` reordered one per tool in turn (first appearance order), so any prefix holds
+    the tools in equal numbers for as long as each has specs left."""
+    by_tool: dict[str | None, list[Spec]] = {}
+    for spec in specs:
+        by_tool.setdefault(spec.tool, []).append(spec)
+    return [s for group in zip_longest(*by_tool.values()) for s in group if s is not None]
 
 
 def with_opener(
@@ -203,6 +227,7 @@ def run_concise_data(params: Params, gate: GateDecision, out: Path, console: Con
     info = {
         "train_queries": {k: sum(g["kind"] == k for g in train) for k in ("tool", "direct")},
         "valid_queries": {k: sum(g["kind"] == k for g in valid) for k in ("tool", "direct")},
+        "train_tool_queries": dict(sorted(Counter(g["tool"] for g in train if g["tool"]).items())),
         "train_rows": len(train_rows),
         "valid_rows": len(valid_rows),
         "rows_by_kind": {
@@ -215,7 +240,7 @@ def run_concise_data(params: Params, gate: GateDecision, out: Path, console: Con
     console.print(
         f"[bold]concise-data[/]: {len(train_rows)} train rows "
         f"({info['train_queries']['tool']} tool + {info['train_queries']['direct']} direct "
-        f"queries), {len(valid_rows)} valid rows -> {out}"
+        f"queries: {info['train_tool_queries']}), {len(valid_rows)} valid rows -> {out}"
     )
     return 0
 

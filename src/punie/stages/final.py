@@ -95,7 +95,7 @@ def speculative_pick(choice: dict[str, Any]) -> tuple[str | None, int | None]:
 
 
 def run_final(params: Params, console: Console) -> int:
-    from punie.benchmark import measure_configs, server_config
+    from punie.benchmark import measure_configs, record_printer, server_config
     from punie.measure import load_cases
     from punie.queries import default_query_paths
     from punie.results import read_object
@@ -126,12 +126,6 @@ def run_final(params: Params, console: Console) -> int:
         f"and optimised ({described['optimized']}), {order}"
     )
 
-    def show(label: str, r: Any) -> None:
-        mark = "ok" if r.correct else ("ERROR " + r.error[:60] if r.error else "WRONG")
-        console.print(
-            f"  {label:<9} {r.label:<11} {r.total_s:6.2f}s {r.completion_tokens:4d} tok {mark}"
-        )
-
     runs = asyncio.run(
         measure_configs(
             params,
@@ -140,7 +134,7 @@ def run_final(params: Params, console: Console) -> int:
             repeats=f.repeats,
             interleave=f.interleave,
             log_dir=LOGS,
-            on_record=show,
+            on_record=record_printer(console, 9),
         )
     )
     acceptance = None

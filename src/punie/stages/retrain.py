@@ -212,7 +212,7 @@ def choose_and_record(
     with the fewest completion tokens that loses no accuracy as `out`, or discard them all."""
     import asyncio
 
-    from punie.benchmark import measure_configs, server_config
+    from punie.benchmark import measure_configs, record_printer, server_config
     from punie.conciseness import candidate_faults, choose_candidate
     from punie.measure import load_cases
     from punie.queries import default_query_paths
@@ -226,12 +226,6 @@ def choose_and_record(
         f"each candidate ({', '.join(configs)})"
     )
 
-    def show(label: str, r: Any) -> None:
-        mark = "ok" if r.correct else ("ERROR " + r.error[:60] if r.error else "WRONG")
-        console.print(
-            f"  {label:<7} {r.label:<11} {r.total_s:5.2f}s {r.completion_tokens:4d} tok {mark}"
-        )
-
     runs = asyncio.run(
         measure_configs(
             params,
@@ -240,7 +234,7 @@ def choose_and_record(
             repeats=1,
             interleave=False,
             log_dir=RETRAIN_LOGS,
-            on_record=show,
+            on_record=record_printer(console, 7),
         )
     )
     records = {label: [r.to_dict() for r in run.records] for label, run in runs.items()}
