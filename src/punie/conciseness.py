@@ -135,9 +135,11 @@ def choose_candidate(metrics: dict[int, dict[str, Any]]) -> int | None:
 
 
 def accuracy_regressions(metrics: dict[str, Any]) -> list[str]:
-    """Each set (and the total) where the concise model scores below the main model."""
+    """Each set (and the total) where the concise model scores below the main model, and a
+    lower share of tool answers that report the tool's result (`grounded_share`): shorter
+    answers that drop the result are not concise, they are wrong."""
     found = []
-    for key in ("seed_accuracy", "heldout_accuracy", "accuracy"):
+    for key in ("seed_accuracy", "heldout_accuracy", "accuracy", "grounded_share"):
         main, concise = metrics.get(f"{key}_main"), metrics.get(f"{key}_concise")
         if main is not None and (concise is None or concise < main):
             found.append(f"{key} {main} -> {concise}")

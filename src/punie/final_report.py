@@ -132,6 +132,11 @@ def before_after_table(metrics: dict[str, Any]) -> str:
             metrics["heldout_accuracy_optimized"],
         ),
         (
+            "tool answers that report the tool's result",
+            metrics.get("grounded_share_baseline"),
+            metrics.get("grounded_share_optimized"),
+        ),
+        (
             "completion tokens per query",
             metrics["completion_tokens_mean_baseline"],
             metrics["completion_tokens_mean_optimized"],

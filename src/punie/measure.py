@@ -148,7 +148,9 @@ class TimedToolset(WrapperToolset[Any]):
         if trace is not None:
             trace.tools.append(span)
         try:
-            return await self.wrapped.call_tool(name, tool_args, ctx, tool)
+            result = await self.wrapped.call_tool(name, tool_args, ctx, tool)
+            span.output = str(result)
+            return result
         except BaseException as e:
             span.error = describe_error(e)
             raise

@@ -160,7 +160,7 @@ class Conciseness(_Section):
     openers: Literal["none", "direct", "all"] = "none"
     # Tool queries shared evenly across the tools instead of the corpus's skew: a LoRA that
     # sees one tool mostly pulls the other tool's queries towards it (see params.yaml).
-    balance_tools: bool = False
+    balance_tools: bool = True
     # What a retrained model that lost accuracy does: `fail` stops the pipeline (exit 1);
     # `keep_main` discards it, says so loudly and lets the final stage use the main model.
     on_regression: Literal["keep_main", "fail"] = "keep_main"

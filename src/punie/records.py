@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
 
+from punie.grounding import grounded
+
 if TYPE_CHECKING:
     from punie.queries import Query
 
@@ -47,6 +49,7 @@ class _ToolSpan:
     start: float
     end: float | None = None
     error: str | None = None
+    output: str | None = None  # what the tool returned, for `grounded` (not recorded)
 
 
 @dataclass
@@ -111,6 +114,9 @@ class QueryRecord:
     output: str | None
     turns: list[TurnRecord]
     tools: list[ToolRecord]
+    # The answer after a tool call states a fact of the tool's output (punie.grounding);
+    # None without a tool result or an answer.
+    grounded: bool | None = None
     # Exact request bodies per turn, for the direct floor; not written to the records file.
     requests: list[dict[str, Any] | None] = field(default_factory=list, repr=False, compare=False)
 
@@ -244,6 +250,9 @@ def build_record(
             )
             for s in trace.tools
         ],
+        grounded=grounded(
+            output, [s.output for s in trace.tools if s.output is not None], query.query
+        ),
         requests=[t.request_body for t in trace.turns],
     )
 
@@ -285,6 +294,7 @@ def summarize(records: Sequence[QueryRecord]) -> dict[str, Any]:
         if decode_time
         else None,
         "completion_tokens_mean": _mean([r.completion_tokens for r in ok]),
+        "grounded_share": _rate([r.grounded for r in records if r.grounded is not None]),
         "turns_mean": _mean([r.n_turns for r in ok]),
         "n_queries": len(records),
         "n_errors": len(records) - len(ok),

@@ -214,6 +214,8 @@ def metrics_from_runs(baseline: ConfigRun, optimized: ConfigRun, params: Params)
     metrics["baseline_server_peak_rss_mb"] = baseline.peak_rss_mb
     metrics["baseline_decode_tps"] = b["decode_tps"]
     metrics["optimized_decode_tps"] = o["decode_tps"]
+    metrics["grounded_share_baseline"] = b["grounded_share"]
+    metrics["grounded_share_optimized"] = o["grounded_share"]
     metrics["baseline_turns_mean"] = b["turns_mean"]
     metrics["optimized_turns_mean"] = o["turns_mean"]
     metrics["errors_baseline"] = b["n_errors"]

@@ -243,9 +243,11 @@ def choose_and_record(
     for n, m in by_n.items():
         faults = "; ".join(candidate_faults(m))
         console.print(
-            f"  iters {n:>4}: accuracy {m['accuracy_concise']:.3f}, completion tokens "
+            f"  iters {n:>4}: accuracy {m['accuracy_concise']:.3f}, grounded answers "
+            f"{_share(m['grounded_share_concise'])}, completion tokens "
             f"{m['completion_tokens_mean_concise']:.1f} (main {m['accuracy_main']:.3f}, "
-            f"{m['completion_tokens_mean_main']:.1f})" + (f", REJECTED {faults}" if faults else "")
+            f"{_share(m['grounded_share_main'])}, {m['completion_tokens_mean_main']:.1f})"
+            + (f", REJECTED {faults}" if faults else "")
         )
     chosen = choose_candidate(by_n)
     sweep = {f"i{n}_{key}": m[f"{key}_concise"] for n, m in by_n.items() for key in SWEPT}
@@ -263,8 +265,18 @@ def choose_and_record(
     return metrics
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 # Per-candidate figures in metrics/retrain.json (i20_heldout_accuracy, ...).
-SWEPT = ("accuracy", "seed_accuracy", "heldout_accuracy", "completion_tokens_mean")
+SWEPT = (
+    "accuracy",
+    "seed_accuracy",
+    "heldout_accuracy",
+    "grounded_share",
+    "completion_tokens_mean",
+)
 
 
 def _discard(
@@ -322,6 +334,7 @@ def retrain_metrics(main: ConfigRun, concise: ConfigRun) -> dict[str, Any]:
         for set_name, acc in accuracy_by_set(run.records).items():
             out[f"{set_name}_accuracy_{label}"] = acc
         out[f"completion_tokens_mean_{label}"] = s["completion_tokens_mean"]
+        out[f"grounded_share_{label}"] = s["grounded_share"]
         out[f"e2e_mean_s_{label}"] = s["e2e_mean_s"]
         out[f"errors_{label}"] = s["n_errors"]
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
