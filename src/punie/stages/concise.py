@@ -129,11 +129,9 @@ def build_concise_groups(params: Params, seed: int) -> list[dict[str, Any]]:
     facts = workspace_facts(root)
     n_tool = c.tool_examples + valid_size(c.tool_examples)
     n_direct = c.direct_examples + valid_size(c.direct_examples)
-    if c.balance_tools:
-        pool = make_specs(n_tool * BALANCE_POOL, facts, seed, exclude, tool_share=1.0, concise=True)
-        tool_specs = round_robin_by_tool(pool)[:n_tool]
-    else:
-        tool_specs = make_specs(n_tool, facts, seed, exclude, tool_share=1.0, concise=True)
+    draw = n_tool * BALANCE_POOL if c.balance_tools else n_tool
+    pool = make_specs(draw, facts, seed, exclude, tool_share=1.0, concise=True)
+    tool_specs = (round_robin_by_tool(pool) if c.balance_tools else pool)[:n_tool]
     direct_specs = make_specs(n_direct, facts, seed + 1, exclude, tool_share=0.0, concise=True)
     specs: list[Spec] = [*tool_specs, *direct_specs]
     rendered = [
