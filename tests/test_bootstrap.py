@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from punie import train as T
 from punie.agent import capture_requests
 from punie.corpus import render_spec, to_jsonl
 from punie.modelgen import Qwen3Shape, init_model_dir
@@ -21,7 +22,7 @@ from punie.tools import Workspace
 from punie.training.server import ServerProcess
 from punie.training.server_config import ServerConfig
 
-from .test_corpus import TOOL_SPEC, WS
+from .test_corpus import DIRECT_SPEC, TOOL_SPEC, WS
 
 TINY = ModelShape(
     hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
@@ -30,7 +31,7 @@ TINY = ModelShape(
 
 
 def test_trainer_lines_are_parsed_with_or_without_colour() -> None:
-    log = B.TrainLog()
+    log = T.TrainLog()
     log.feed("  iter   train_loss     tok/s     tokens")
     log.feed("     1    val 9.944    14.33s")
     log.feed("\x1b[2m    10\x1b[0m    \x1b[1;32m7.853 ▼\x1b[0m    \x1b[1m1,096\x1b[0m      4.1k")
@@ -41,7 +42,7 @@ def test_trainer_lines_are_parsed_with_or_without_colour() -> None:
 
 
 def test_lora_args_train_every_layer_on_the_answer_only(tmp_path: Path) -> None:
-    args = B.lora_args(tmp_path / "m", tmp_path / "d", tmp_path / "a", TINY, seed=3, iters=40)
+    args = T.lora_args(tmp_path / "m", tmp_path / "d", tmp_path / "a", TINY, seed=3, iters=40)
     joined = " ".join(args)
     assert args[0] == "lora"
     for flag in ("--fine-tune-type full", "--num-layers -1", "--mask-prompt", "--seed 3",
@@ -71,9 +72,9 @@ def test_trained_model_gets_a_parsed_tool_call_from_the_server(tmp_path: Path) -
     tok_dir, init, out = tmp_path / "tok", tmp_path / "init", tmp_path / "model"
     save_tokenizer(train_tokenizer(B.corpus_texts(data), 500, split_words=False), tok_dir)
     init_model_dir(init, Qwen3Shape(64, 1, 2, 1, 128), tok_dir, embed_scale=B.embed_scale(TINY))
-    log = B.train("tiny", init, data, tmp_path, TINY, seed=0, blas="auto", show=False)
+    log = T.train("tiny", init, data, tmp_path, TINY, seed=0, blas="auto", show=False)
     assert log.train and log.train[-1][1] < log.train[0][1]
-    B.fuse(init, tmp_path / "tiny-adapters", out, tok_dir, blas="auto")
+    T.fuse(init, tmp_path / "tiny-adapters", out, tok_dir, blas="auto")
 
     body = asyncio.run(
         capture_requests(TOOL_SPEC.query, Workspace(WS.root), (TOOL_SPEC.tool, TOOL_SPEC.args), "x")
@@ -112,7 +113,7 @@ def test_keep_answers_drops_only_second_turn_rows() -> None:
 
 def test_lora_args_validate_on_the_configured_batches(tmp_path: Path) -> None:
     few = TINY.model_copy(update={"val_batches": 2})
-    args = B.lora_args(tmp_path / "m", tmp_path / "d", tmp_path / "a", few, seed=0, iters=40)
+    args = T.lora_args(tmp_path / "m", tmp_path / "d", tmp_path / "a", few, seed=0, iters=40)
     assert args[args.index("--val-batches") + 1] == "2"
 
 
@@ -128,11 +129,11 @@ def test_a_failing_trainer_stops_the_other_at_once(tiny_model_dir: Path, tmp_pat
     data.mkdir()
     (data / "train.jsonl").write_text(to_jsonl(rows * 8))
     (data / "valid.jsonl").write_text(to_jsonl(rows * 2))
-    endless = B.Job("long", tiny_model_dir, TINY, iters=100_000)
-    broken = B.Job("broken", tmp_path / "no-such-model", TINY, iters=10)
+    endless = T.Job("long", tiny_model_dir, TINY, iters=100_000)
+    broken = T.Job("broken", tmp_path / "no-such-model", TINY, iters=10)
     t0 = time.perf_counter()
     with pytest.raises(MlxCommandError, match="lora"):
-        B.train_many([endless, broken], data, tmp_path, seed=0, blas="auto", show=False)
+        T.train_many([endless, broken], data, tmp_path, seed=0, blas="auto", show=False)
     assert time.perf_counter() - t0 < 60
     assert not _LIVE
 
@@ -155,6 +156,30 @@ def test_distilled_rows_keep_the_prompt_and_take_the_main_models_answer(
         assert isinstance(new["messages"][-1]["content"], str)
         # the prompt the draft learns from is the one the main model answered
         assert prompt_ids(tokenizer, new) == prompt_ids(tokenizer, row)
+
+
+def test_teacher_answers_split_over_processes_come_back_in_order(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Two teacher processes answer halves of the rows; row i of the result is still the
+    answer to prompt i (distinct prompts, so a swap or a lost shard shows)."""
+    from punie.mlx_runtime import _LIVE
+
+    rows = [
+        r
+        for spec in (TOOL_SPEC, DIRECT_SPEC)
+        for r in asyncio.run(render_spec(spec, WS, random.Random(0)))
+    ]
+    one = T.teacher_answers(
+        tiny_model_dir, rows, tmp_path / "one", max_tokens=4, processes=1, blas="auto", threads=1
+    )
+    two = T.teacher_answers(
+        tiny_model_dir, rows, tmp_path / "two", max_tokens=4, processes=2, blas="auto", threads=1
+    )
+    assert len(rows) == 3
+    assert [r["messages"][:-1] for r in two] == [r["messages"][:-1] for r in rows]
+    assert two == one  # greedy: the split changes nothing
+    assert not _LIVE
 
 
 def test_the_stage_peak_memory_counts_its_trainers(

@@ -627,7 +627,7 @@ def test_failed_fuse_keeps_the_previous_model(tiny_model_dir: Path, tmp_path: Pa
     """A real `mlx_lm fuse` that fails (no adapters) must not have removed or half-replaced
     the model directory it was to replace."""
     from punie.mlx_runtime import MlxCommandError
-    from punie.stages.bootstrap import fuse
+    from punie.train import fuse
 
     models = tmp_path / "models"
     previous = models / "main"

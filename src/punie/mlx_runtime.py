@@ -14,7 +14,9 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
 
 Blas = Literal["auto", "off"]
 
@@ -83,6 +85,24 @@ def kill_all() -> None:
         procs = list(_LIVE)
     for proc in procs:
         proc.kill()
+
+
+def run_parallel(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run each call (each drives mlx subprocesses through `run_mlx`) in its own thread and
+    return their results in order. On the first failure or an interrupt, every child still
+    running is killed and the error re-raised: nothing outlives the caller."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=max(len(calls), 1)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # the first failure, while the others still run
+            return [future.result() for future in futures]
+        except BaseException:
+            kill_all()
+            raise
 
 
 class MlxCommandError(RuntimeError):

@@ -91,6 +91,7 @@ class Distill(_Section):
     max_tokens: int = Field(default=160, ge=1)
     iters: int = Field(default=200, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
+    processes: int = Field(default=2, ge=1)  # teacher processes answering at once
 
 
 class Bootstrap(_Section):

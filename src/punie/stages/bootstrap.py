@@ -16,27 +16,19 @@ import argparse
 import json
 import os
 import random
-import re
-import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from punie.errors import StageError
 from punie.params import Distill, ModelShape, Params, load_params
+from punie.train import Job, fuse, teacher_answers, train, train_many, train_metrics
 
 CORPUS_DIR = Path("data/corpus")
 METRICS = Path("metrics/bootstrap.json")
 MAIN_DIR = Path("models/main")
 DRAFT_DIR = Path("models/draft")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# mlx_lm's trainer prints "  <iter>    <loss> ▼    <tok/s>    <k tokens>" and
-# "  <iter>    val <loss>    <seconds>s"; a changed format only loses the live display.
-_TRAIN_LINE = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+[▼▲]\s+([\d,]+)")
-_VAL_LINE = re.compile(r"^\s*(\d+)\s+val\s+([\d.]+)")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -204,24 +196,7 @@ def prompt_lengths(model_dir: Path, corpus_dir: Path = CORPUS_DIR) -> dict[str, 
     return {"max_example_tokens": longest, "system_prompt_tokens": system}
 
 
-# --- training ---------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainLog:
-    """Losses parsed from the trainer's output lines."""
-
-    train: list[tuple[int, float]] = field(default_factory=list)
-    val: list[tuple[int, float]] = field(default_factory=list)
-    tokens_per_s: list[float] = field(default_factory=list)
-
-    def feed(self, line: str) -> None:
-        line = _ANSI.sub("", line)
-        if m := _TRAIN_LINE.match(line):
-            self.train.append((int(m.group(1)), float(m.group(2))))
-            self.tokens_per_s.append(float(m.group(3).replace(",", "")))
-        elif m := _VAL_LINE.match(line):
-            self.val.append((int(m.group(1)), float(m.group(2))))
+# --- models ------------------------------------------------------------------------------------
 
 
 def shape_of(m: ModelShape) -> Any:
@@ -241,154 +216,6 @@ def embed_scale(m: ModelShape) -> float:
     return 2.0 / m.hidden_size**0.5
 
 
-def lora_args(
-    model_dir: Path, data_dir: Path, adapter_dir: Path, m: ModelShape, seed: int, iters: int
-) -> list[str]:
-    """`mlx_lm lora` full fine-tune of every layer, loss on the assistant turn only."""
-    config = adapter_dir.parent / f"{adapter_dir.name}.yaml"
-    warmup = max(1, iters // 10)
-    # Cosine decay to 10 % after a short warm-up: a from-scratch run this short needs it.
-    schedule = {
-        "lr_schedule": {
-            "name": "cosine_decay",
-            "warmup": warmup,
-            "arguments": [m.learning_rate, max(iters - warmup, 1), m.learning_rate * 0.1],
-        }
-    }
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps(schedule))  # JSON is YAML
-    return [
-        "lora", "--model", str(model_dir), "--train", "--data", str(data_dir),
-        "--fine-tune-type", "full", "--num-layers", "-1", "--mask-prompt",
-        "--batch-size", str(m.batch_size), "--iters", str(iters),
-        "--learning-rate", str(m.learning_rate), "--max-seq-length", str(m.max_seq_length),
-        "--steps-per-report", "10", "--steps-per-eval", str(max(iters, 1)),
-        "--val-batches", str(m.val_batches), "--save-every", str(iters + 1), "--seed", str(seed),
-        "--adapter-path", str(adapter_dir), "-c", str(config),
-    ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Job:
-    """One model to train: its label, random init and shape."""
-
-    label: str
-    model_dir: Path
-    shape: ModelShape
-    iters: int | None = None
-
-
-@dataclass(frozen=True)
-class Trained:
-    log: TrainLog
-    seconds: float
-
-
-def train_many(
-    jobs: list[Job], data_dir: Path, work: Path, *, seed: int, blas: str, show: bool = True
-) -> dict[str, Trained]:
-    """Run one trainer per job at the same time, with one live progress bar each.
-
-    Each trainer is a single-threaded process, so on a 2-core machine the main model and
-    the draft train side by side in the time of the main model alone. When one fails or
-    we are interrupted, the others are killed: no trainer outlives the stage.
-    """
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from punie.mlx_runtime import kill_all, run_mlx
-
-    def one(job: Job, progress: Progress) -> Trained:
-        iters = job.iters or job.shape.iters
-        log = TrainLog()
-        args = lora_args(
-            job.model_dir, data_dir, work / f"{job.label}-adapters", job.shape, seed, iters
-        )
-        task = progress.add_task(job.label, total=iters, loss="")
-
-        def on_line(line: str) -> None:
-            log.feed(line)
-            if log.train:
-                it, loss = log.train[-1]
-                val = f" val {log.val[-1][1]:.3f}" if log.val else ""
-                progress.update(task, completed=it, loss=f"loss {loss:.3f}{val}")
-
-        t0 = time.perf_counter()
-        log_path = work / f"{job.label}-train.log"
-        run_mlx(args, blas=blas, log_path=log_path, on_line=on_line, threads=job.shape.blas_threads)
-        progress.update(task, completed=iters)
-        return Trained(log, time.perf_counter() - t0)
-
-    with (
-        Progress(
-            TextColumn("[bold]{task.description:<6}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} it"),
-            TextColumn("{task.fields[loss]}"),
-            TimeElapsedColumn(),
-            disable=not show,
-        ) as progress,
-        ThreadPoolExecutor(max_workers=len(jobs)) as pool,
-    ):
-        futures = {job.label: pool.submit(one, job, progress) for job in jobs}
-        try:
-            done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()  # the first failure, while the others still run
-            return {label: future.result() for label, future in futures.items()}
-        except BaseException:
-            kill_all()
-            raise
-
-
-def train(
-    label: str,
-    model_dir: Path,
-    data_dir: Path,
-    work: Path,
-    m: ModelShape,
-    *,
-    seed: int,
-    blas: str,
-    iters: int | None = None,
-    show: bool = True,
-) -> TrainLog:
-    """One trainer with a live progress bar; returns the parsed losses."""
-    job = Job(label, model_dir, m, iters)
-    return train_many([job], data_dir, work, seed=seed, blas=blas, show=show)[label].log
-
-
-def fuse(model_dir: Path, adapter_dir: Path, out_dir: Path, tokenizer_dir: Path, blas: str) -> None:
-    """`mlx_lm fuse` (loads the trained tensors over the init), then our exact tokenizer files:
-    transformers' save_pretrained would drop `tool_parser_type`."""
-    from punie.mlx_runtime import run_mlx
-    from punie.results import atomic_dir
-
-    # Built aside and swapped in whole: a failed or interrupted fuse keeps the previous model.
-    with atomic_dir(out_dir) as tmp:
-        run_mlx(
-            ["fuse", "--model", str(model_dir), "--adapter-path", str(adapter_dir),
-             "--save-path", str(tmp)],
-            blas=blas,
-        )  # fmt: skip
-        (tmp / "chat_template.jinja").unlink(missing_ok=True)
-        for name in TOKENIZER_FILES:
-            shutil.copy(tokenizer_dir / name, tmp / name)
-
-
-def train_metrics(label: str, trained: Trained) -> dict[str, Any]:
-    log = trained.log
-    return {
-        f"{label}_train_seconds": trained.seconds,
-        f"{label}_train_loss": log.train[-1][1] if log.train else None,
-        f"{label}_valid_loss": log.val[-1][1] if log.val else None,
-        f"{label}_tokens_per_s": (
-            sum(log.tokens_per_s) / len(log.tokens_per_s) if log.tokens_per_s else None
-        ),
-    }
-
-
 def distill_draft(
     params: Params,
     draft_dir: Path,
@@ -402,7 +229,6 @@ def distill_draft(
     """Fine-tune the draft in `draft_dir` on the `teacher` model's greedy answers to corpus
     train prompts (punie.distill), then fuse it into `out` (default: models/draft)."""
     from punie.corpus import read_jsonl, to_jsonl
-    from punie.mlx_runtime import run_mlx
 
     b = params.bootstrap
     d = distill or b.distill
@@ -410,16 +236,18 @@ def distill_draft(
     data = work / "distill"
     data.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    for split, n in (("train", d.rows), ("valid", d.valid_rows)):
-        prompts = work / f"distill-{split}-prompts.jsonl"
-        prompts.write_text(to_jsonl(read_jsonl(CORPUS_DIR / f"{split}.jsonl")[:n]))
-        print(f"distill: {teacher} answers {split} prompts for the draft")
-        run_mlx(
-            [str(teacher), str(prompts), str(data / f"{split}.jsonl"),
-             "--max-tokens", str(d.max_tokens)],
-            blas=blas, module="punie.distill", on_line=print,
-            threads=b.main.blas_threads,
-        )  # fmt: skip
+    train_rows = read_jsonl(CORPUS_DIR / "train.jsonl")[: d.rows]
+    valid_rows = read_jsonl(CORPUS_DIR / "valid.jsonl")[: d.valid_rows]
+    print(
+        f"distill: {teacher} answers {len(train_rows)} train and {len(valid_rows)} valid "
+        f"prompts for the draft ({d.processes} processes)"
+    )
+    answers = teacher_answers(
+        teacher, [*train_rows, *valid_rows], work, max_tokens=d.max_tokens,
+        processes=d.processes, blas=blas, threads=b.main.blas_threads,
+    )  # fmt: skip
+    (data / "train.jsonl").write_text(to_jsonl(answers[: len(train_rows)]))
+    (data / "valid.jsonl").write_text(to_jsonl(answers[len(train_rows) :]))
     seconds = time.perf_counter() - t0
     shape = b.draft.model_copy(update={"iters": d.iters, "learning_rate": d.learning_rate})
     job = Job("draft-distill", draft_dir, shape)
