@@ -34,6 +34,7 @@ from punie.speculative import (
 )
 from punie.stages import speculative as stage
 from punie.stages.speculative_report import report, step_rest
+from punie.text_clock import text_decode
 from punie.tokenizer import save_tokenizer, train_tokenizer
 from punie.tools import Workspace, workspace_toolset
 from punie.training.server import build_server_command
@@ -326,8 +327,8 @@ def test_staggered_schedule_runs_every_case_once_per_configuration() -> None:
 def test_text_decode_skips_the_first_burst() -> None:
     # A speculative step emits its kept drafts in one burst right after the first chunk.
     stamps = [1.0, 1.0001, 1.0002, 1.010, 1.020, 1.0201]
-    assert stage.text_decode(stamps) == (3, pytest.approx(0.0201))
-    assert stage.text_decode([1.0]) == (0, 0.0)
+    assert text_decode(stamps) == (3, pytest.approx(0.0201))
+    assert text_decode([1.0]) == (0, 0.0)
 
 
 # --- Draft tokenizer check -----------------------------------------------------------------

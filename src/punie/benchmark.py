@@ -8,6 +8,7 @@ after the other, one server at a time: the only way two 20 GB models fit in 32 G
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -163,8 +164,14 @@ async def measure_configs(
     interleave: bool,
     log_dir: Path,
     on_record: Callable[[str, QueryRecord], None] | None = None,
+    concurrent: int = 1,
 ) -> dict[str, ConfigRun]:
-    """Every case `repeats` times on every configuration; records keep the case order."""
+    """Every case `repeats` times on every configuration; records keep the case order.
+
+    `interleave`: every server up at once, one query at a time, configurations alternating.
+    Otherwise one server per configuration, `concurrent` of them running at the same time:
+    only for comparing answers (accuracy, tokens), since they share the machine's cores.
+    """
     runs = {label: ConfigRun(label, config) for label, config in configs.items()}
     log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -183,12 +190,23 @@ async def measure_configs(
                 live.server.check_alive()
                 live.run.peak_rss_mb = live.memory.peak_rss_mb
     else:
-        for run in runs.values():
-            async with contextlib.AsyncExitStack() as stack:
+        slots = asyncio.Semaphore(max(concurrent, 1))
+
+        async def one(run: ConfigRun) -> None:
+            async with slots, contextlib.AsyncExitStack() as stack:
                 live = await _start(stack, params, run, log_dir)
                 for repeat in range(repeats):
                     for case in cases:
                         note(run.label, await _run_one(params, live, case, repeat))
                 live.server.check_alive()
                 run.peak_rss_mb = live.memory.peak_rss_mb
+
+        tasks = [asyncio.ensure_future(one(run)) for run in runs.values()]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # the first error as raised; the others stop their servers
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
     return runs

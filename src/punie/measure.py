@@ -192,6 +192,19 @@ class _TimedStream(httpx2.AsyncByteStream):
         await self._inner.aclose()
 
 
+def with_stream(
+    response: httpx2.Response, stream: httpx2.AsyncByteStream, request: httpx2.Request
+) -> httpx2.Response:
+    """`response` whose body is read through `stream` (a pass-through that takes timings)."""
+    return httpx2.Response(
+        status_code=response.status_code,
+        headers=response.headers,
+        stream=stream,
+        extensions=response.extensions,
+        request=request,
+    )
+
+
 class TimingTransport(httpx2.AsyncBaseTransport):
     """httpx transport that records each model request's body and stream timestamps."""
 
@@ -206,13 +219,7 @@ class TimingTransport(httpx2.AsyncBaseTransport):
         response = await self._inner.handle_async_request(request)
         if turn is None or not isinstance(response.stream, httpx2.AsyncByteStream):
             return response
-        return httpx2.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_TimedStream(response.stream, turn),
-            extensions=response.extensions,
-            request=request,
-        )
+        return with_stream(response, _TimedStream(response.stream, turn), request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -165,6 +165,9 @@ class Conciseness(_Section):
     # What a retrained model that lost accuracy does: `fail` stops the pipeline (exit 1);
     # `keep_main` discards it, says so loudly and lets the final stage use the main model.
     on_regression: Literal["keep_main", "fail"] = "keep_main"
+    # Servers checking the main model and the candidates at the same time (answers only:
+    # the stage compares decisions and tokens, never their timings); 1 for a 30B model.
+    parallel_servers: int = Field(default=2, ge=1)
     lora: Lora = Lora()
     # Distil the chosen draft on the concise model's answers (rows 0: keep the draft as is).
     draft: Distill = Distill()

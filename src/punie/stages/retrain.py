@@ -222,8 +222,9 @@ def choose_and_record(
     configs = {"main": server_config(params, params.models.main)}
     configs |= {f"i{n}": server_config(params, str(path)) for n, path in fused.items()}
     console.print(
-        f"[bold]retrain[/]: accuracy check, {len(cases)} queries on the main model, then on "
-        f"each candidate ({', '.join(configs)})"
+        f"[bold]retrain[/]: accuracy check, {len(cases)} queries on the main model and on "
+        f"each candidate ({', '.join(configs)}), "
+        f"{params.conciseness.parallel_servers} server(s) at a time"
     )
 
     runs = asyncio.run(
@@ -235,6 +236,7 @@ def choose_and_record(
             interleave=False,
             log_dir=RETRAIN_LOGS,
             on_record=record_printer(console, 7),
+            concurrent=params.conciseness.parallel_servers,
         )
     )
     records = {label: [r.to_dict() for r in run.records] for label, run in runs.items()}
@@ -335,6 +337,5 @@ def retrain_metrics(main: ConfigRun, concise: ConfigRun) -> dict[str, Any]:
             out[f"{set_name}_accuracy_{label}"] = acc
         out[f"completion_tokens_mean_{label}"] = s["completion_tokens_mean"]
         out[f"grounded_share_{label}"] = s["grounded_share"]
-        out[f"e2e_mean_s_{label}"] = s["e2e_mean_s"]
         out[f"errors_{label}"] = s["n_errors"]
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}

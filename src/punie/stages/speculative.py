@@ -19,8 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ import httpx2
 from punie.errors import StageError
 from punie.results import write_json
 from punie.speculative import TokenizerMismatch, check_draft_tokenizer, first_difference_index
+from punie.text_clock import TextClock, text_decode
 
 if TYPE_CHECKING:
     from pydantic_ai import Agent
@@ -92,75 +92,6 @@ def staggered_schedule(n_cases: int, n_configs: int) -> list[tuple[int, int]]:
         for i in range(n_configs)
         if 0 <= t - i < n_cases
     ]
-
-
-class _ChunkStamps(httpx2.AsyncByteStream):
-    """Passes an SSE stream through, stamping each chunk that carries answer text."""
-
-    def __init__(self, inner: httpx2.AsyncByteStream, stamps: list[float]) -> None:
-        self._inner, self._stamps, self._pending = inner, stamps, b""
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            now = time.perf_counter()
-            lines = (self._pending + chunk).split(b"\n")
-            self._pending = lines.pop()
-            for line in lines:
-                if line.startswith(b"data:") and b'"content"' in line:
-                    with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
-                        delta = json.loads(line[5:])["choices"][0]["delta"]
-                        if delta.get("content"):
-                            self._stamps.append(now)
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class TextClock(httpx2.AsyncBaseTransport):
-    """Stamps the arrival of every streamed text token, one list per chat request.
-
-    The server streams one chunk per text token but holds a tool call back until it is
-    complete, and a draft server sends no prefill-done event; so decode speed is measured
-    the same way for every configuration, on text only: tokens arriving after the first
-    chunk's burst (a speculative step emits its kept drafts at once) over the time from the
-    first chunk to the last.
-    """
-
-    def __init__(self) -> None:
-        self._inner = httpx2.AsyncHTTPTransport()
-        self.requests: list[list[float]] = []
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = await self._inner.handle_async_request(request)
-        if not request.url.path.endswith("/chat/completions") or not isinstance(
-            response.stream, httpx2.AsyncByteStream
-        ):
-            return response
-        stamps: list[float] = []
-        self.requests.append(stamps)
-        return httpx2.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_ChunkStamps(response.stream, stamps),
-            extensions=response.extensions,
-            request=request,
-        )
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-BURST_S = 0.001  # chunks this close to the first arrived in one write burst (one step)
-
-
-def text_decode(stamps: Sequence[float]) -> tuple[int, float]:
-    """(tokens decoded after the first step, seconds) from one request's text stamps."""
-    if len(stamps) < 2:
-        return 0, 0.0
-    first = stamps[0]
-    after = [t for t in stamps if t - first > BURST_S]
-    return len(after), (stamps[-1] - first) if after else 0.0
 
 
 @dataclass

@@ -1,0 +1,95 @@
+"""measure_configs: configurations one after another, or several servers at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from punie.benchmark import ConfigRun, measure_configs, server_config
+from punie.measure import load_cases
+from punie.params import Params, load_params
+from punie.records import QueryRecord
+
+from .conftest import mlx_server_pids
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params(model: Path, tmp_path: Path) -> Params:
+    queries = tmp_path / "queries.yaml"
+    queries.write_text(
+        "- query: Find all Django views\n  expect: tool\n  tool: run_command\n"
+        "- query: What is a closure?\n  expect: direct\n"
+    )
+    params = load_params(ROOT / "params.yaml")
+    return params.model_copy(
+        update={
+            "models": params.models.model_copy(update={"main": str(model)}),
+            "server": params.server.model_copy(update={"max_tokens": 8}),
+            "agent": params.agent.model_copy(update={"workspace": str(ROOT / "data/workspace")}),
+            "queries": params.queries.model_copy(
+                update={"seed": str(queries), "heldout": str(queries)}
+            ),
+        }
+    )
+
+
+def _measure(
+    params: Params,
+    tmp_path: Path,
+    concurrent: int,
+    on_record: Callable[[str, QueryRecord], None] | None = None,
+) -> dict[str, ConfigRun]:
+    config = server_config(params, params.models.main)
+    cases = load_cases([Path(params.queries.seed)], ["seed"])
+    return asyncio.run(
+        measure_configs(
+            params,
+            {"a": config, "b": config, "c": config},
+            cases,
+            repeats=1,
+            interleave=False,
+            log_dir=tmp_path / "logs",
+            on_record=on_record,
+            concurrent=concurrent,
+        )
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("concurrent", [1, 2])
+def test_servers_at_once_overlap_up_to_the_limit_and_answer_alike(
+    tiny_model_dir: Path, tmp_path: Path, concurrent: int
+) -> None:
+    params = _params(tiny_model_dir, tmp_path)
+    servers_up: list[int] = []
+
+    def on_record(label: str, record: QueryRecord) -> None:
+        servers_up.append(len(mlx_server_pids()))
+
+    runs = _measure(params, tmp_path, concurrent, on_record)
+
+    assert max(servers_up) == concurrent
+    answers = {label: [(r.query, r.output) for r in run.records] for label, run in runs.items()}
+    assert answers["a"] == answers["b"] == answers["c"]  # one model, greedy: same answers
+    assert [r.query for r in runs["a"].records] == ["Find all Django views", "What is a closure?"]
+    assert all(run.peak_rss_mb > 0 for run in runs.values())
+    assert mlx_server_pids() == []
+
+
+@pytest.mark.slow
+def test_a_failure_in_one_configuration_stops_every_server(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    params = _params(tiny_model_dir, tmp_path)
+
+    def on_record(label: str, record: QueryRecord) -> None:
+        if label == "b":
+            raise RuntimeError("injected failure in b")
+
+    with pytest.raises(RuntimeError, match="injected failure in b"):
+        _measure(params, tmp_path, 2, on_record)
+    assert mlx_server_pids() == []
