@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -383,9 +384,12 @@ def test_mismatched_draft_is_refused_before_any_server_starts(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("interleave", [True, False])
 def test_stage_runs_end_to_end_on_tiny_models(
-    tiny_model_dir: Path, tiny_draft_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, tiny_draft_dir: Path, tmp_path: Path, interleave: bool
 ) -> None:
+    """Both servers up together (interleave), or one at a time for a pair that memory holds
+    only once: every configuration measured either way."""
     queries = tmp_path / "q.yaml"
     queries.write_text(
         yaml.safe_dump(
@@ -405,10 +409,26 @@ def test_stage_runs_end_to_end_on_tiny_models(
             "agent": params.agent.model_copy(
                 update={"workspace": str(ROOT / "data" / "workspace")}
             ),
-            "speculative": params.speculative.model_copy(update={"num_draft_tokens": [1, 3]}),
+            "speculative": params.speculative.model_copy(
+                update={"num_draft_tokens": [1, 3], "interleave": interleave}
+            ),
         }
     )
-    stage.benchmark(params, tmp_path / "res", [queries])
+    up: list[int] = []
+    stop = threading.Event()
+
+    def count() -> None:
+        while not stop.wait(0.05):
+            up.append(len(servers_of(tiny_model_dir)))
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        stage.benchmark(params, tmp_path / "res", [queries])
+    finally:
+        stop.set()
+        counter.join()
+    assert max(up) == (2 if interleave else 1)
     assert servers_of(tiny_model_dir) == []
     for name in ("baseline", "k1", "k3", "control_k0"):
         data = json.loads((tmp_path / "res" / f"{name}.json").read_text())
@@ -420,6 +440,7 @@ def test_stage_runs_end_to_end_on_tiny_models(
     assert sum(v["prompts"] for v in kinds.values()) == k3["cost"]["prompts"]
     assert sum(v["steps"] for v in kinds.values()) == k3["acceptance"]["steps"]
     assert k3["acceptance"]["step_cost"] > 0
+    assert ("two servers at once" in k3["method"]) is interleave
     out = outputs(tmp_path)
     report(params, tmp_path / "res", out)
     metrics = json.loads(out["metrics"].read_text())

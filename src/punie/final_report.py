@@ -259,8 +259,8 @@ def results_section(metrics_dir: Path) -> str:
         "",
         "- Real models on a Mac: set `models.main` (e.g. `mlx-community/Qwen3-30B-A3B-5bit`) "
         "and `models.draft` (a small Qwen3 with the same tokenizer), and "
-        "`conciseness.parallel_servers: 1` and `final.interleave: false` so that one 30B "
-        "server runs at a time within 32 GB.",
+        "`speculative.interleave: false`, `conciseness.parallel_servers: 1` and "
+        "`final.interleave: false` so that one 30B server runs at a time within 32 GB.",
         "- Compare runs: `dvc exp run -S final.repeats=3`, then `dvc exp show`, "
         "`dvc metrics diff` and `dvc plots diff`.",
         "- Rewrite this section after a run: `punie-lab readme`.",

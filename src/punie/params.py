@@ -113,6 +113,9 @@ class Speculative(_Section):
     repeats: int = Field(default=1, ge=1)
     memory_budget_mb: float = Field(default=32768, gt=0)
     control: bool = True  # also measure the draft server with k=0 (nothing drafted)
+    # Baseline and draft servers up together, queries alternating; false: one at a time
+    # (a 30B pair on a 32 GB Mac), each server's configurations still alternating.
+    interleave: bool = True
     draft_prompt_cache_size: int | None = Field(default=0, ge=0)  # None: server's setting
 
     @field_validator("num_draft_tokens")

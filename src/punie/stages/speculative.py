@@ -2,13 +2,15 @@
 
 `speculative` measures, on the same queries (seed + held-out), the baseline (a server with
 no draft: a draft turns off the server's batching) and one configuration per k in
-`speculative.num_draft_tokens`. Two servers run at once, the baseline and main+draft; the
-draft server takes k per request (`num_draft_tokens` in the JSON body), so one server covers
-every k. Configurations alternate in a staggered round robin: in round t configuration i
-runs query t-i, so drift on a busy machine falls on all alike and no configuration finds
-another's answer to the same query in the draft server's prompt cache. Then, servers
-stopped, `punie.spec_probe` measures acceptance and each model's decode cost in-process on
-the prompts the agent actually sent. Results: `results/speculative/{baseline,k<k>}.json`.
+`speculative.num_draft_tokens`. Two servers run at once, the baseline and main+draft
+(`speculative.interleave: false`: one after the other, for a model pair that memory holds
+only once); the draft server takes k per request (`num_draft_tokens` in the JSON body), so
+one server covers every k. Configurations alternate in a staggered round robin: in round t
+configuration i runs query t-i, so drift on a busy machine falls on all alike and no
+configuration finds another's answer to the same query in the draft server's prompt cache.
+Then, servers stopped, `punie.spec_probe` measures acceptance and each model's decode cost
+in-process on the prompts the agent actually sent. Results:
+`results/speculative/{baseline,k<k>}.json`.
 
 `punie-lab speculative-report` (`punie.stages.speculative_report`) aggregates them.
 """
@@ -42,11 +44,19 @@ if TYPE_CHECKING:
 RESULTS = Path("results/speculative")
 WARMUP_QUERY = "Say hello."
 CONTROL = "control_k0.json"  # the draft server with num_draft_tokens=0
-METHOD = (
-    "two servers at once: baseline (main, no draft) and main+draft; k sent per request "
-    "(`num_draft_tokens` in the body); staggered round robin (round t: configuration i runs "
-    "query t-i)"
-)
+
+
+def method(interleave: bool) -> str:
+    """How the configurations were measured, for the report."""
+    servers = (
+        "two servers at once: baseline (main, no draft) and main+draft"
+        if interleave
+        else "one server at a time: baseline (main, no draft), then main+draft"
+    )
+    return (
+        f"{servers}; k sent per request (`num_draft_tokens` in the body); staggered round "
+        "robin (round t: configuration i runs query t-i)"
+    )
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -142,40 +152,66 @@ def _draft_server_config(params: Params, draft: str, k: int) -> ServerConfig:
 async def _measure(
     params: Params, cases: Sequence[Case], ks: Sequence[int], log_dir: Path
 ) -> tuple[list[_Config], dict[str, float]]:
+    """Every configuration on every case. `speculative.interleave`: the baseline and the draft
+    server up together, configurations alternating; otherwise the baseline server alone
+    first, then the draft server alone (its k configurations still alternate)."""
     from punie.benchmark import server_config
+
+    draft = params.models.draft
+    assert draft is not None
+    servers = {
+        "baseline": server_config(params, params.models.main),
+        "draft": _draft_server_config(params, draft, ks[0]),
+    }
+    # k=0 (control): the draft server drafting nothing; it separates the server's own
+    # path (no batching, draft prefill) from what drafting gains.
+    labels = [None, *([0] if params.speculative.control else []), *ks]
+    groups = [["baseline", "draft"]] if params.speculative.interleave else [["baseline"], ["draft"]]
+    configs: list[_Config] = []
+    peak: dict[str, float] = {}
+    for group in groups:
+        group_ks = [k for k in labels if ("baseline" if k is None else "draft") in group]
+        done, group_peak = await _measure_group(
+            params, cases, {label: servers[label] for label in group}, group_ks, log_dir
+        )
+        configs += done
+        peak |= group_peak
+    return configs, peak
+
+
+async def _measure_group(
+    params: Params,
+    cases: Sequence[Case],
+    servers: dict[str, ServerConfig],
+    ks: Sequence[int | None],
+    log_dir: Path,
+) -> tuple[list[_Config], dict[str, float]]:
+    """`servers` up at once; configuration k (None: baseline) on every case, staggered."""
     from punie.measure import run_query
     from punie.memory import ServerMemorySampler
     from punie.queries import Query
     from punie.training.server import ServerError, ServerProcess
 
-    draft = params.models.draft
-    assert draft is not None
     timeout = params.server.request_timeout_s * params.profile.max_turns
     peak: dict[str, float] = {}
     async with contextlib.AsyncExitStack() as stack:
-        servers = {}
+        live = {}
         samplers = {}
-        for label, cfg in (
-            ("baseline", server_config(params, params.models.main)),
-            ("draft", _draft_server_config(params, draft, ks[0])),
-        ):
+        for label, cfg in servers.items():
             server = ServerProcess(
                 cfg,
                 log_path=log_dir / f"{label}-server.log",
                 ready_timeout_s=params.server.ready_timeout_s,
                 blas=params.runtime.blas,
             )
-            servers[label] = await stack.enter_async_context(server)
+            live[label] = await stack.enter_async_context(server)
             samplers[label] = stack.enter_context(ServerMemorySampler(server.pid))
         configs = [
-            await stack.enter_async_context(_agent(params, servers["baseline"].base_url, None))
-        ]
-        # k=0 (control): the draft server drafting nothing; it separates the server's own
-        # path (no batching, draft prefill) from what drafting gains.
-        for k in [0, *ks] if params.speculative.control else ks:
-            configs.append(
-                await stack.enter_async_context(_agent(params, servers["draft"].base_url, k))
+            await stack.enter_async_context(
+                _agent(params, live["baseline" if k is None else "draft"].base_url, k)
             )
+            for k in ks
+        ]
         for c in configs:  # untimed: the first requests pay for lazy loading
             await run_query(c.agent, Query(WARMUP_QUERY, "direct"), timeout_s=timeout)
         runs = [(case, r) for r in range(params.speculative.repeats) for case in cases]
@@ -191,7 +227,7 @@ async def _measure(
                 timeout_s=timeout,
                 max_turns=params.profile.max_turns,
             )
-            server = servers["baseline" if c.k is None else "draft"]
+            server = live["baseline" if c.k is None else "draft"]
             if record.error is not None and not server.is_alive():
                 raise ServerError(
                     f"{c.label} server died during {case.label}: {record.error}; "
@@ -208,7 +244,7 @@ async def _measure(
                 f"{'ok ' if record.correct else 'BAD'} {record.decision}",
                 flush=True,
             )
-        for label, server in servers.items():
+        for label, server in live.items():
             server.check_alive()
             peak[label] = samplers[label].peak_rss_mb
     return configs, peak
@@ -342,7 +378,7 @@ def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) 
             "k": None,
             "main": params.models.main,
             "draft": draft,
-            "method": METHOD,
+            "method": method(params.speculative.interleave),
             "summary": _summary(base, peak["baseline"]),
             "cost": cost,
             "records": [r.to_dict() for r in base.records],
@@ -365,7 +401,7 @@ def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) 
                 "k": c.k,
                 "main": params.models.main,
                 "draft": draft,
-                "method": METHOD,
+                "method": method(params.speculative.interleave),
                 "summary": _summary(c, peak["draft"]),
                 "answer_mismatches": len(mismatches),
                 "mismatch_example": example,
