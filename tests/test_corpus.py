@@ -17,6 +17,7 @@ from punie.corpus import (
     make_specs,
     normalise,
     read_jsonl,
+    render_all,
     render_spec,
     server_messages,
     user_queries,
@@ -125,6 +126,17 @@ def test_specs_are_deterministic_and_varied() -> None:
     assert len({normalise(s.query) for s in a}) == 200
     tools = {s.tool for s in a}
     assert tools == {None, "run_command", "read_file"}
+
+
+@pytest.mark.slow  # ~20 s: each worker process imports PydanticAI afresh
+def test_rendering_split_over_processes_gives_the_same_rows_in_order() -> None:
+    """Worker processes render shares of the specs; the rows (answers drawn from each
+    spec's own seed) and their order must not depend on the split."""
+    specs = make_specs(9, workspace_facts(WS.root), seed=4)
+    one = render_all(specs, WS, seed=4)
+    two = render_all(specs, WS, seed=4, processes=2)
+    assert two == one
+    assert [g[0]["messages"][1]["content"] for g in two] == [s.query for s in specs]
 
 
 def test_tool_arguments_run_cleanly_on_the_workspace() -> None:

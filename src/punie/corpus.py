@@ -342,20 +342,39 @@ async def render_spec(
 
 
 async def render_specs(
-    specs: list[Spec], ws: Workspace, seed: int, concise: bool = False
+    specs: list[Spec], ws: Workspace, seeds: list[float], concise: bool = False
 ) -> list[list[Row]]:
-    rng = random.Random(seed)
-    seeds = [rng.random() for _ in specs]
     return [
         await render_spec(s, ws, random.Random(x), concise)
         for s, x in zip(specs, seeds, strict=True)
     ]
 
 
+def _render_shard(shard: tuple[list[Spec], Workspace, list[float], bool]) -> list[list[Row]]:
+    return asyncio.run(render_specs(*shard))
+
+
 def render_all(
-    specs: list[Spec], ws: Workspace, seed: int, concise: bool = False
+    specs: list[Spec], ws: Workspace, seed: int, concise: bool = False, processes: int = 1
 ) -> list[list[Row]]:
-    return asyncio.run(render_specs(specs, ws, seed, concise))
+    """Every spec's rows, in order. Each runs the real agent to capture its requests, a
+    single-core job: `processes` > 1 splits the specs over that many worker processes (each
+    spec keeps its own random seed, so the rows do not depend on the split)."""
+    rng = random.Random(seed)
+    seeds = [rng.random() for _ in specs]
+    n = max(1, min(processes, len(specs)))
+    if n == 1:
+        return _render_shard((specs, ws, seeds, concise))
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    size = -(-len(specs) // n)
+    shards = [
+        (specs[i : i + size], ws, seeds[i : i + size], concise) for i in range(0, len(specs), size)
+    ]
+    # spawn: a fork of this process would copy whatever threads and event loop it holds
+    with ProcessPoolExecutor(len(shards), mp_context=get_context("spawn")) as pool:
+        return [group for part in pool.map(_render_shard, shards) for group in part]
 
 
 def user_queries(rows: Iterable[Row]) -> set[str]:

@@ -56,6 +56,7 @@ class CorpusSizes(_Section):
     # Share of conceptual questions about a made-up term, so that "What is <term>?" is
     # answered directly for terms never seen in training (the held-out topics are unseen).
     nonce_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    processes: int = Field(default=2, ge=1)  # worker processes rendering the corpus at once
 
 
 class TokenizerParams(_Section):

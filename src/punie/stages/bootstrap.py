@@ -119,7 +119,9 @@ def build_corpus(params: Params, out_dir: Path = CORPUS_DIR) -> dict[str, int]:
         excluded_queries(params),
         nonce_share=sizes.nonce_share,
     )
-    groups = keep_answers(render_all(specs, ws, seed), sizes.answer_share, seed)
+    groups = keep_answers(
+        render_all(specs, ws, seed, processes=sizes.processes), sizes.answer_share, seed
+    )
     # Whole specs go to one split, so no query is in two splits.
     splits: dict[str, list[dict[str, Any]]] = {"test": [], "valid": [], "train": []}
     targets = {"test": sizes.test, "valid": sizes.valid, "train": sizes.train}
