@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from punie.modelgen import Qwen3Shape, init_model_dir
+from punie.params import Params, load_params
 from punie.tokenizer import save_tokenizer, train_tokenizer
 
 # Fault/hostile counting and reports/reliability.json (see tests/reliability_plugin.py).
@@ -68,3 +69,24 @@ def no_orphan_servers():
 
 def pytest_configure(config: pytest.Config) -> None:
     _register_reliability(config)
+
+
+def tiny_params(model: Path, tmp_path: Path) -> Params:
+    """The committed params pointed at `model`, 8-token answers and two queries (one per
+    decision) written under `tmp_path`, as both query sets."""
+    queries = tmp_path / "queries.yaml"
+    queries.write_text(
+        "- query: Find all Django views\n  expect: tool\n  tool: run_command\n"
+        "- query: What is a closure?\n  expect: direct\n"
+    )
+    params = load_params(ROOT / "params.yaml")
+    return params.model_copy(
+        update={
+            "models": params.models.model_copy(update={"main": str(model)}),
+            "server": params.server.model_copy(update={"max_tokens": 8}),
+            "agent": params.agent.model_copy(update={"workspace": str(ROOT / "data/workspace")}),
+            "queries": params.queries.model_copy(
+                update={"seed": str(queries), "heldout": str(queries)}
+            ),
+        }
+    )

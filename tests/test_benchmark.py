@@ -10,31 +10,10 @@ import pytest
 
 from punie.benchmark import ConfigRun, measure_configs, server_config
 from punie.measure import load_cases
-from punie.params import Params, load_params
+from punie.params import Params
 from punie.records import QueryRecord
 
-from .conftest import mlx_server_pids
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _params(model: Path, tmp_path: Path) -> Params:
-    queries = tmp_path / "queries.yaml"
-    queries.write_text(
-        "- query: Find all Django views\n  expect: tool\n  tool: run_command\n"
-        "- query: What is a closure?\n  expect: direct\n"
-    )
-    params = load_params(ROOT / "params.yaml")
-    return params.model_copy(
-        update={
-            "models": params.models.model_copy(update={"main": str(model)}),
-            "server": params.server.model_copy(update={"max_tokens": 8}),
-            "agent": params.agent.model_copy(update={"workspace": str(ROOT / "data/workspace")}),
-            "queries": params.queries.model_copy(
-                update={"seed": str(queries), "heldout": str(queries)}
-            ),
-        }
-    )
+from .conftest import mlx_server_pids, tiny_params
 
 
 def _measure(
@@ -64,7 +43,7 @@ def _measure(
 def test_servers_at_once_overlap_up_to_the_limit_and_answer_alike(
     tiny_model_dir: Path, tmp_path: Path, concurrent: int
 ) -> None:
-    params = _params(tiny_model_dir, tmp_path)
+    params = tiny_params(tiny_model_dir, tmp_path)
     servers_up: list[int] = []
 
     def on_record(label: str, record: QueryRecord) -> None:
@@ -84,7 +63,7 @@ def test_servers_at_once_overlap_up_to_the_limit_and_answer_alike(
 def test_a_failure_in_one_configuration_stops_every_server(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    params = _params(tiny_model_dir, tmp_path)
+    params = tiny_params(tiny_model_dir, tmp_path)
 
     def on_record(label: str, record: QueryRecord) -> None:
         if label == "b":

@@ -21,6 +21,8 @@ from punie.final_report import (
 )
 from punie.stages.final import comparison_rows, run_readme, speculative_pick
 
+from .conftest import tiny_params
+
 # Recorded from a run of the embedded models (rounded); the criteria are computed, not typed.
 RECORDED = Measured(
     baseline_e2e_mean_s=2.0,
@@ -188,26 +190,11 @@ def test_final_runs_both_configurations_and_writes_every_output(
 ) -> None:
     from rich.console import Console
 
-    from punie.params import load_params
     from punie.stages import final
 
-    root = Path(__file__).resolve().parents[1]
-    params = load_params(root / "params.yaml")
-    queries = tmp_path / "queries.yaml"
-    queries.write_text(
-        "- query: Find all Django views\n  expect: tool\n  tool: run_command\n"
-        "- query: What is a closure?\n  expect: direct\n"
-    )
+    params = tiny_params(tiny_model_dir, tmp_path)
     params = params.model_copy(
-        update={
-            "models": params.models.model_copy(update={"main": str(tiny_model_dir)}),
-            "server": params.server.model_copy(update={"max_tokens": 8}),
-            "agent": params.agent.model_copy(update={"workspace": str(root / "data/workspace")}),
-            "queries": params.queries.model_copy(
-                update={"seed": str(queries), "heldout": str(queries)}
-            ),
-            "final": params.final.model_copy(update={"acceptance_prompts": 2}),
-        }
+        update={"final": params.final.model_copy(update={"acceptance_prompts": 2})}
     )
     monkeypatch.chdir(tmp_path)
     Path("metrics").mkdir()

@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from punie.corpus_text import (
     CLOSERS,
@@ -42,6 +42,8 @@ from punie.corpus_text import (
     tool_query_templates,
 )
 from punie.tools import Workspace
+
+T = TypeVar("T")
 
 Row = dict[str, Any]
 
@@ -350,6 +352,12 @@ async def render_specs(
     ]
 
 
+def contiguous_shards(items: list[T], n: int) -> list[list[T]]:
+    """`items` cut into at most `n` contiguous, near-equal, non-empty parts, in order."""
+    size = -(-len(items) // max(1, min(n, len(items)))) or 1
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def _render_shard(shard: tuple[list[Spec], Workspace, list[float], bool]) -> list[list[Row]]:
     return asyncio.run(render_specs(*shard))
 
@@ -362,16 +370,13 @@ def render_all(
     spec keeps its own random seed, so the rows do not depend on the split)."""
     rng = random.Random(seed)
     seeds = [rng.random() for _ in specs]
-    n = max(1, min(processes, len(specs)))
-    if n == 1:
+    if processes <= 1 or len(specs) < 2:
         return _render_shard((specs, ws, seeds, concise))
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    size = -(-len(specs) // n)
-    shards = [
-        (specs[i : i + size], ws, seeds[i : i + size], concise) for i in range(0, len(specs), size)
-    ]
+    pairs = contiguous_shards(list(zip(specs, seeds, strict=True)), processes)
+    shards = [([s for s, _ in part], ws, [x for _, x in part], concise) for part in pairs]
     # spawn: a fork of this process would copy whatever threads and event loop it holds
     with ProcessPoolExecutor(len(shards), mp_context=get_context("spawn")) as pool:
         return [group for part in pool.map(_render_shard, shards) for group in part]

@@ -192,13 +192,11 @@ def teacher_answers(
     """`rows` with each assistant turn replaced by `teacher`'s greedy answer (punie.distill),
     in order. The rows are split over `processes` processes run at once: mlx computes one op
     at a time per process, so one process leaves the second core of this machine idle."""
-    from punie.corpus import read_jsonl, to_jsonl
+    from punie.corpus import contiguous_shards, read_jsonl, to_jsonl
     from punie.mlx_runtime import run_mlx, run_parallel
 
     work.mkdir(parents=True, exist_ok=True)
-    n = max(1, min(processes, len(rows)))
-    size = -(-len(rows) // n)
-    shards = [rows[i : i + size] for i in range(0, len(rows), size)]
+    shards = contiguous_shards(rows, processes)
 
     def one(i: int, shard: list[dict[str, Any]]) -> list[dict[str, Any]]:
         prompts, out = work / f"distill-prompts-{i}.jsonl", work / f"distill-answers-{i}.jsonl"

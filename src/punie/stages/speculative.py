@@ -149,6 +149,11 @@ def _draft_server_config(params: Params, draft: str, k: int) -> ServerConfig:
     return config if size is None else config.model_copy(update={"prompt_cache_size": size})
 
 
+def _server_of(k: int | None) -> str:
+    """The server a configuration runs on: the baseline (k None) or the draft server."""
+    return "baseline" if k is None else "draft"
+
+
 async def _measure(
     params: Params, cases: Sequence[Case], ks: Sequence[int], log_dir: Path
 ) -> tuple[list[_Config], dict[str, float]]:
@@ -165,12 +170,12 @@ async def _measure(
     }
     # k=0 (control): the draft server drafting nothing; it separates the server's own
     # path (no batching, draft prefill) from what drafting gains.
-    labels = [None, *([0] if params.speculative.control else []), *ks]
+    every_k = [None, *([0] if params.speculative.control else []), *ks]
     groups = [["baseline", "draft"]] if params.speculative.interleave else [["baseline"], ["draft"]]
     configs: list[_Config] = []
     peak: dict[str, float] = {}
     for group in groups:
-        group_ks = [k for k in labels if ("baseline" if k is None else "draft") in group]
+        group_ks = [k for k in every_k if _server_of(k) in group]
         done, group_peak = await _measure_group(
             params, cases, {label: servers[label] for label in group}, group_ks, log_dir
         )
@@ -207,9 +212,7 @@ async def _measure_group(
             live[label] = await stack.enter_async_context(server)
             samplers[label] = stack.enter_context(ServerMemorySampler(server.pid))
         configs = [
-            await stack.enter_async_context(
-                _agent(params, live["baseline" if k is None else "draft"].base_url, k)
-            )
+            await stack.enter_async_context(_agent(params, live[_server_of(k)].base_url, k))
             for k in ks
         ]
         for c in configs:  # untimed: the first requests pay for lazy loading
@@ -227,7 +230,7 @@ async def _measure_group(
                 timeout_s=timeout,
                 max_turns=params.profile.max_turns,
             )
-            server = live["baseline" if c.k is None else "draft"]
+            server = live[_server_of(c.k)]
             if record.error is not None and not server.is_alive():
                 raise ServerError(
                     f"{c.label} server died during {case.label}: {record.error}; "
