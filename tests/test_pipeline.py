@@ -9,6 +9,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# Built by a stage, so absent from a fresh clone: such a dep need not exist, only be declared.
+OUTPUTS = {
+    str(out if isinstance(out, str) else next(iter(out)))
+    for stage in STAGES.values()
+    for key in ("outs", "metrics", "plots")
+    for out in stage.get(key, [])
+}
 
 # Every query record is shaped by these: the agent and its tools, the timing wrappers, the
 # record and its grounding check, and how the server is started (flags, prompt cache, env).
@@ -36,4 +43,4 @@ def test_every_stage_depends_on_its_own_module_and_every_listed_file_exists(stag
     command = STAGES[stage]["cmd"].split()[1].replace("-", "_")
     own = {"gate": "concise", "concise_data": "concise"}.get(command, command)
     assert f"src/punie/stages/{own}.py" in deps
-    assert [d for d in deps if not (ROOT / d).exists()] == []
+    assert [d for d in deps if d not in OUTPUTS and not (ROOT / d).exists()] == []
