@@ -61,9 +61,12 @@ def test_model_directory_loads_in_mlx_lm_with_tool_calling(tiny_model_dir: Path)
 
 
 @pytest.mark.slow
-def test_trained_model_gets_a_parsed_tool_call_from_the_server(tmp_path: Path) -> None:
+def test_trained_model_gets_a_parsed_tool_call_from_the_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Train a tiny model (40 iterations) on one tool-call example; the real server, given the
-    agent's real request, must return it as an OpenAI tool call."""
+    agent's real request, must return it as an OpenAI tool call. Off a terminal (as here, and
+    in CI) the training progress comes as plain lines, since no bar is drawn."""
     rows = asyncio.run(render_spec(TOOL_SPEC, WS, random.Random(0)))[:1]
     data = tmp_path / "data"
     data.mkdir()
@@ -72,8 +75,10 @@ def test_trained_model_gets_a_parsed_tool_call_from_the_server(tmp_path: Path) -
     tok_dir, init, out = tmp_path / "tok", tmp_path / "init", tmp_path / "model"
     save_tokenizer(train_tokenizer(B.corpus_texts(data), 500, split_words=False), tok_dir)
     init_model_dir(init, Qwen3Shape(64, 1, 2, 1, 128), tok_dir, embed_scale=B.embed_scale(TINY))
-    log = T.train("tiny", init, data, tmp_path, TINY, seed=0, blas="auto", show=False)
+    log = T.train("tiny", init, data, tmp_path, TINY, seed=0, blas="auto")
     assert log.train and log.train[-1][1] < log.train[0][1]
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("tiny: ")]
+    assert [x.split()[1] for x in lines] == ["10/40", "20/40", "30/40", "40/40"], lines
     T.fuse(init, tmp_path / "tiny-adapters", out, tok_dir, blas="auto")
 
     body = asyncio.run(
