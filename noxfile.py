@@ -48,9 +48,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def repro(session: nox.Session) -> None:
-    """Run the whole DVC pipeline (`dvc repro`); pass stage names to run only those."""
+    """Run the whole DVC pipeline (`dvc repro`); pass stage names to run only those, and
+    `dvc repro` options after `--` (`nox -s repro -- --force`)."""
     _install(session)
     session.run("dvc", "repro", *session.posargs)
     session.run("dvc", "metrics", "show")
-    if not session.posargs:
+    if not [a for a in session.posargs if not a.startswith("-")]:  # the whole pipeline ran
         session.run("punie-lab", "readme")  # the README's results section, from the metrics
