@@ -109,23 +109,22 @@ def train_many(
         # A bar is only drawn on a terminal: in a CI log or a piped `dvc repro` it would stay
         # silent for the whole stage, so there a line is printed at every tenth of the run.
         plain = show and not progress.console.is_terminal
-        marks = iter(range(max(iters // 10, 1), iters + 1, max(iters // 10, 1)))
-        mark = next(marks, iters)
+        tenth = max(iters // 10, 1)
+        shown = 0  # the iteration of the last plain line
 
         def on_line(line: str) -> None:
-            nonlocal mark
+            nonlocal shown
             log.feed(line)
             if log.train:
                 it, loss = log.train[-1]
                 val = f" val {log.val[-1][1]:.3f}" if log.val else ""
                 progress.update(task, completed=it, loss=f"loss {loss:.3f}{val}")
-                if plain and it >= mark:
+                if plain and it // tenth > shown // tenth:  # crossed into a new tenth
+                    shown = it
                     elapsed = time.perf_counter() - t0
                     progress.console.print(
                         f"{job.label}: {it}/{iters} it, loss {loss:.3f}{val}, {elapsed:.0f} s"
                     )
-                    while mark <= it:
-                        mark = next(marks, iters + 1)
 
         t0 = time.perf_counter()
         log_path = work / f"{job.label}-train.log"
