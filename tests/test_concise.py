@@ -18,6 +18,7 @@ from punie.conciseness import (
     choose_candidate,
     decide_gate,
     lora_command,
+    lost_queries,
     parse_lora_line,
 )
 from punie.errors import StageError
@@ -317,6 +318,32 @@ def test_accuracy_regressions_on_recorded_numbers() -> None:
     assert accuracy_regressions(better) == []
     worse = same | {"heldout_accuracy_concise": 0.84}
     assert accuracy_regressions(worse) == ["heldout_accuracy 0.88 -> 0.84"]
+
+
+def _record(query: str, correct: bool, first_tool: str | None, **extra: Any) -> dict[str, Any]:
+    decision = "tool" if first_tool else "direct"
+    return {"set": "heldout", "query": query, "correct": correct, "first_tool": first_tool,
+            "decision": decision, "error": None} | extra  # fmt: skip
+
+
+def test_lost_queries_name_what_each_model_decided() -> None:
+    # Recorded shape of a 25-iteration candidate (2026-12-06): a read_file query answered
+    # with run_command and a conceptual question with a tool; one the main model already
+    # got wrong is not the candidate's loss.
+    main = [_record("Show the file shop/urls.py", True, "read_file"),
+            _record("What is an ORM?", True, None),
+            _record("Where is the LoginView defined?", False, None),
+            _record("Find all Django views", True, "run_command")]  # fmt: skip
+    candidate = [_record("Show the file shop/urls.py", False, "run_command"),
+                 _record("What is an ORM?", False, "read_file"),
+                 _record("Where is the LoginView defined?", False, None),
+                 _record("Find all Django views", False, None, error="timeout")]  # fmt: skip
+    assert lost_queries(main, candidate) == [
+        '"Show the file shop/urls.py": read_file -> run_command',
+        '"What is an ORM?": direct -> read_file',
+        '"Find all Django views": run_command -> error',
+    ]
+    assert lost_queries(main, main) == []
 
 
 def _candidate(heldout: float, tokens: float) -> dict[str, float]:

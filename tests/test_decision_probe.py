@@ -25,6 +25,19 @@ def test_margin_figures_count_a_tool_decision_only_above_one_half() -> None:
     assert figs["p_tool_on_direct_mean"] == pytest.approx(0.4)
 
 
+def test_margin_figures_name_the_decisions_closest_to_the_edge() -> None:
+    # Recorded on the embedded main model (2026-12-06): "What is an ORM?" at P(tool) 0.43 is
+    # the held-out decision every concise LoRA candidate flipped first.
+    p = [0.18, 0.426, 0.608, 0.237, 0.99]
+    expects = ["tool", "direct", "tool", "direct", "tool"]
+    queries = ["LoginView", "What is an ORM?", "async", "hash map", "views"]
+    figs = margin_figures(p, expects, queries)
+    assert figs["min_margin"] == pytest.approx(-0.32)  # negative: decided wrong
+    assert [c["query"] for c in figs["closest"]] == ["LoginView", "What is an ORM?", "async"]
+    assert figs["closest"][1] == {"query": "What is an ORM?", "expect": "direct", "p_tool": 0.426}
+    assert margin_figures([0.9], ["tool"])["closest"] == []  # no queries given: no names
+
+
 def test_margin_figures_leave_a_missing_kind_empty_and_refuse_mismatched_lengths() -> None:
     assert margin_figures([0.1], ["direct"])["p_tool_on_tool_mean"] is None
     with pytest.raises(ValueError, match="2 probabilities for 1 queries"):
@@ -49,6 +62,7 @@ def test_training_cases_take_first_turn_questions_with_their_expected_decision(
     cases = training_cases(path)
     assert [c["expect"] for c in cases] == ["tool", "direct"]
     assert cases[0]["body"] == {"messages": rows[0]["messages"][:2], "tools": [1]}
+    assert cases[0]["query"] == "find views"
     assert training_cases(path, limit=1) == cases[:1]
 
 
@@ -59,7 +73,7 @@ def test_probe_reads_a_probability_per_set_from_a_real_model(
     request = {
         "model": str(tiny_model_dir),
         "cases": [
-            {"set": "a", "expect": "tool", "body": body},
+            {"set": "a", "expect": "tool", "query": "find views", "body": body},
             {"set": "a", "expect": "direct", "body": body},
             {"set": "b", "expect": "direct", "body": body},
         ],
@@ -76,3 +90,4 @@ def test_probe_reads_a_probability_per_set_from_a_real_model(
     assert 0.0 < p_tool < 1.0
     assert p_tool == pytest.approx(p_direct)  # the same prompt: the same probability
     assert result["a"]["first_token_accuracy"] == 0.5  # one of the two is right, whatever p is
+    assert result["a"]["closest"][0]["query"] in ("find views", "")

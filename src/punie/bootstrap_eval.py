@@ -89,7 +89,8 @@ def training_cases(path: Path, limit: int = 200) -> list[dict[str, Any]]:
             continue
         expect = "tool" if row["messages"][-1].get("tool_calls") else "direct"
         body = {"messages": row["messages"][:-1], "tools": row.get("tools")}
-        cases.append({"set": "train", "expect": expect, "body": body})
+        query = row["messages"][1].get("content", "")
+        cases.append({"set": "train", "expect": expect, "query": query, "body": body})
     return cases[:limit]
 
 
@@ -101,7 +102,7 @@ def decision_margins(
     from punie.spec_probe import probe_body
 
     cases = [
-        {"set": r.set, "expect": r.expect, "body": probe_body(b)}
+        {"set": r.set, "expect": r.expect, "query": r.query, "body": probe_body(b)}
         for r in records
         if r.requests and (b := r.requests[0]) is not None
     ]
@@ -123,7 +124,13 @@ def decision_margins(
         log_path=workdir / "decision_probe.log",
     )
     result = json.loads(out_path.read_text())
-    return {f"{s}_{k}": v for s, figs in result.items() for k, v in figs.items() if k != "queries"}
+    for name, figs in result.items():  # which decisions a small change would flip first
+        edge = ", ".join(
+            f"{c['query']!r} ({c['expect']}, P {c['p_tool']:.2f})" for c in figs["closest"]
+        )
+        print(f"  {name}: closest to the edge: {edge}")
+    skip = {"queries", "closest"}
+    return {f"{s}_{k}": v for s, figs in result.items() for k, v in figs.items() if k not in skip}
 
 
 def evaluate(

@@ -157,6 +157,25 @@ def candidate_faults(metrics: dict[str, Any]) -> list[str]:
     )
 
 
+def lost_queries(main: list[dict[str, Any]], candidate: list[dict[str, Any]]) -> list[str]:
+    """Queries (records as written to logs/retrain/records.json) the main model decided right
+    and the candidate wrong, each with what both did: the "ACCURACY REGRESSION" figures say how
+    many, this says which ("Show the file shop/urls.py": read_file -> run_command)."""
+    right = {(r["set"], r["query"]): r for r in main if r["correct"]}
+    lost: dict[tuple[str, str], str] = {}
+    for r in candidate:
+        key = (r["set"], r["query"])
+        if key in right and not r["correct"] and key not in lost:
+            lost[key] = f'"{r["query"]}": {_did(right[key])} -> {_did(r)}'
+    return list(lost.values())
+
+
+def _did(record: dict[str, Any]) -> str:
+    if record.get("error"):
+        return "error"
+    return record.get("first_tool") or record.get("decision") or "no answer"
+
+
 def fuse_command(model: str, adapter_dir: Path, save_dir: Path) -> list[str]:
     return [
         "fuse",

@@ -22,10 +22,18 @@ from typing import Any
 TOOL_TOKEN = "<tool_call>"
 
 
-def margin_figures(p_tool: Sequence[float], expects: Sequence[str]) -> dict[str, Any]:
-    """First-token accuracy and mean P(tool) per expected kind ('tool' or 'direct')."""
+def margin_figures(
+    p_tool: Sequence[float], expects: Sequence[str], queries: Sequence[str] = ()
+) -> dict[str, Any]:
+    """First-token accuracy and mean P(tool) per expected kind ('tool' or 'direct'), the
+    smallest margin (P - 0.5 on a tool query, 0.5 - P on a direct one: negative is wrong) and,
+    given their `queries`, the three closest to the edge. A decision a hair's breadth from 0.5
+    is the first to flip when anything moves the model (a LoRA, another seed)."""
     if len(p_tool) != len(expects):
         raise ValueError(f"{len(p_tool)} probabilities for {len(expects)} queries")
+    margins = [p - 0.5 if e == "tool" else 0.5 - p for p, e in zip(p_tool, expects, strict=True)]
+    named = zip(margins, p_tool, expects, queries, strict=False)  # no queries: no names
+    edge = sorted(named, key=lambda row: row[0])[:3]
     tool = [p for p, e in zip(p_tool, expects, strict=True) if e == "tool"]
     direct = [p for p, e in zip(p_tool, expects, strict=True) if e == "direct"]
     right = sum(p > 0.5 for p in tool) + sum(p <= 0.5 for p in direct)
@@ -35,6 +43,8 @@ def margin_figures(p_tool: Sequence[float], expects: Sequence[str]) -> dict[str,
         "first_token_accuracy": right / n if n else None,
         "p_tool_on_tool_mean": sum(tool) / len(tool) if tool else None,
         "p_tool_on_direct_mean": sum(direct) / len(direct) if direct else None,
+        "min_margin": min(margins) if margins else None,
+        "closest": [{"query": q, "expect": e, "p_tool": p} for _, p, e, q in edge],
     }
 
 
@@ -50,14 +60,15 @@ def probe(model_path: str, cases: Sequence[dict[str, Any]], template_args: dict[
     tool_id = tokenizer.convert_tokens_to_ids(TOOL_TOKEN)
     if not isinstance(tool_id, int) or tool_id == tokenizer.unk_token_id:
         raise ValueError(f"{model_path}: the tokenizer has no {TOOL_TOKEN} token")
-    by_set: dict[str, tuple[list[float], list[str]]] = {}
+    by_set: dict[str, tuple[list[float], list[str], list[str]]] = {}
     for case in cases:
         prompt = _render(tokenizer, case["body"], template_args)
         logits = model(mx.array([prompt]))[0, -1].astype(mx.float32)
         p = float(mx.softmax(logits)[tool_id])
-        probs, expects = by_set.setdefault(case["set"], ([], []))
+        probs, expects, queries = by_set.setdefault(case["set"], ([], [], []))
         probs.append(p)
         expects.append(case["expect"])
+        queries.append(case.get("query", ""))
     return {name: margin_figures(*pe) for name, pe in by_set.items()}
 
 

@@ -213,7 +213,7 @@ def choose_and_record(
     import asyncio
 
     from punie.benchmark import measure_configs, record_printer, server_config
-    from punie.conciseness import candidate_faults, choose_candidate
+    from punie.conciseness import candidate_faults, choose_candidate, lost_queries
     from punie.measure import load_cases
     from punie.queries import default_query_paths
     from punie.results import write_json
@@ -244,12 +244,14 @@ def choose_and_record(
     by_n = {n: retrain_metrics(runs["main"], runs[f"i{n}"]) for n in fused}
     for n, m in by_n.items():
         faults = "; ".join(candidate_faults(m))
+        lost = lost_queries(records["main"], records[f"i{n}"])
         console.print(
             f"  iters {n:>4}: accuracy {m['accuracy_concise']:.3f}, grounded answers "
             f"{_share(m['grounded_share_concise'])}, completion tokens "
             f"{m['completion_tokens_mean_concise']:.1f} (main {m['accuracy_main']:.3f}, "
             f"{_share(m['grounded_share_main'])}, {m['completion_tokens_mean_main']:.1f})"
             + (f", REJECTED {faults}" if faults else "")
+            + (f"; decided wrong: {', '.join(lost)}" if lost else "")
         )
     chosen = choose_candidate(by_n)
     sweep = {f"i{n}_{key}": m[f"{key}_concise"] for n, m in by_n.items() for key in SWEPT}
