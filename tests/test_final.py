@@ -13,11 +13,13 @@ from punie.final_report import (
     README_END,
     README_START,
     Measured,
+    decode_budget,
     failed_criteria,
     failure_banner,
     final_metrics,
     render_final_report,
     rewrite_readme,
+    time_split_lines,
 )
 from punie.stages.final import comparison_rows, run_readme, speculative_pick
 
@@ -115,6 +117,43 @@ def test_final_report_has_the_table_and_the_decisions() -> None:
     assert "concise LoRA model replaced the main model" in report
     assert "0.610" in report
     assert "FAILED" in report
+
+
+def _split(first: float, after: float, outside: float, base_after: float = 0.278) -> dict:
+    # Recorded shape of the 2026-12-06 fresh-clone run: per query, baseline 0.088 s to the
+    # first tokens + 0.278 s after them + 0.012 s outside the model = 0.377 s.
+    return {
+        "latency_ratio_target": 0.40, "baseline_e2e_mean_s": 0.088 + base_after + 0.012,
+        "optimized_e2e_mean_s": first + after + outside,
+        "first_token_s_baseline": 0.088, "after_first_token_s_baseline": base_after,
+        "outside_model_s_baseline": 0.012, "first_token_s_optimized": first,
+        "after_first_token_s_optimized": after, "outside_model_s_optimized": outside,
+    }  # fmt: skip
+
+
+def test_decode_budget_says_how_much_faster_generation_must_get() -> None:
+    metrics = _split(0.092, 0.158, 0.012)
+    budget = decode_budget(metrics)
+    assert budget["after_first_token_speedup"] == pytest.approx(0.278 / 0.158)
+    # 0.40 x 0.378 s = 0.1512 s; minus 0.104 s of first tokens and tools leaves 0.0472 s.
+    assert budget["after_first_token_speedup_needed"] == pytest.approx(0.278 / 0.0472)
+    lines = "\n".join(time_split_lines(metrics | budget))
+    assert "| end-to-end mean | 0.378 | 0.262 |" in lines
+    assert "5.89x faster than the baseline's, against 1.76x now" in lines
+
+
+def test_decode_budget_when_first_tokens_alone_miss_the_target() -> None:
+    metrics = _split(0.140, 0.05, 0.012)  # 0.152 s before any generation > 0.1512 s
+    budget = decode_budget(metrics)
+    assert budget["after_first_token_speedup_needed"] is None
+    assert "out of reach whatever the generation speed" in "\n".join(
+        time_split_lines(metrics | budget)
+    )
+    assert decode_budget({"latency_ratio_target": 0.4}) == {
+        "after_first_token_speedup": None,
+        "after_first_token_speedup_needed": None,
+    }
+    assert time_split_lines({"latency_ratio_target": 0.4}) == []  # an older final.json
 
 
 def test_comparison_rows_for_dvc_plots() -> None:
@@ -218,3 +257,9 @@ def test_final_runs_both_configurations_and_writes_every_output(
     assert records["configurations"]["optimized"]["draft_model"] == str(tiny_draft_dir)
     assert len(json.loads(Path("metrics/final_comparison.json").read_text())) == 2
     assert "## Success criteria" in Path("reports/final.md").read_text()
+    for key in ("baseline", "optimized"):  # the time split adds up to the measured mean
+        parts = [
+            metrics[f"{p}_s_{key}"] for p in ("first_token", "after_first_token", "outside_model")
+        ]
+        assert sum(parts) == pytest.approx(metrics[f"{key}_e2e_mean_s"], abs=1e-3)
+        assert metrics[f"first_token_s_{key}"] > 0

@@ -75,6 +75,66 @@ def final_metrics(m: Measured, *, latency_ratio_target: float, memory_budget_mb:
     }
 
 
+def decode_budget(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """How much faster than the baseline's the optimised side's generation after the first
+    token is (`after_first_token_speedup`), and how much faster it would have to be to reach
+    the latency target with its time to first token and time outside the model as measured
+    (`after_first_token_speedup_needed`; None when those two alone exceed the target)."""
+    base = metrics.get("after_first_token_s_baseline")
+    opt = metrics.get("after_first_token_s_optimized")
+    first = metrics.get("first_token_s_optimized")
+    outside = metrics.get("outside_model_s_optimized")
+    if base is None or opt is None or first is None or outside is None:
+        return {"after_first_token_speedup": None, "after_first_token_speedup_needed": None}
+    budget = metrics["latency_ratio_target"] * metrics["baseline_e2e_mean_s"] - first - outside
+    return {
+        "after_first_token_speedup": base / opt if opt > 0 else None,
+        "after_first_token_speedup_needed": base / budget if budget > 0 else None,
+    }
+
+
+def time_split_lines(metrics: dict[str, Any]) -> list[str]:
+    """The per-query time split of both sides and what the target asks of generation."""
+    parts = ("first_token", "after_first_token", "outside_model")
+    if any(metrics.get(f"{p}_s_{k}") is None for p in parts for k in ("baseline", "optimized")):
+        return []
+    names = ("to each turn's first token", "generating after it", "tools and framework")
+    rows = [
+        (name, metrics[f"{p}_s_baseline"], metrics[f"{p}_s_optimized"])
+        for name, p in zip(names, parts, strict=True)
+    ]
+    rows.append(
+        ("end-to-end mean", metrics["baseline_e2e_mean_s"], metrics["optimized_e2e_mean_s"])
+    )
+    target_s = metrics["latency_ratio_target"] * metrics["baseline_e2e_mean_s"]
+    fixed = metrics["first_token_s_optimized"] + metrics["outside_model_s_optimized"]
+    needed, now = (
+        metrics.get("after_first_token_speedup_needed"),
+        metrics.get("after_first_token_speedup"),
+    )
+    now_text = f"{now:.2f}x" if now is not None else "n/a"
+    if needed is None:
+        verdict = (
+            f"The target ({target_s:.3f} s per query) is out of reach whatever the generation "
+            f"speed: the optimised side's time to first token and outside the model alone take "
+            f"{fixed:.3f} s."
+        )
+    else:
+        verdict = (
+            f"With the optimised side's time to first token and outside the model as measured "
+            f"({fixed:.3f} s), the target ({target_s:.3f} s per query) leaves "
+            f"{target_s - fixed:.3f} s for generating after the first token: {needed:.2f}x "
+            f"faster than the baseline's, against {now_text} now."
+        )
+    return [
+        "Where the time goes, mean seconds per query (the parts add up to the end-to-end mean):",
+        "",
+        _table(("", "baseline", "optimised"), rows),
+        "",
+        verdict,
+    ]
+
+
 def failed_criteria(metrics: dict[str, Any]) -> list[str]:
     return [c for c in CRITERIA if not metrics.get(c)]
 
@@ -213,6 +273,8 @@ def render_final_report(
             f"{metrics.get('errors_baseline', 0)}, optimised {metrics.get('errors_optimized', 0)}.",
             "",
         ]
+    if split := time_split_lines(metrics):
+        parts += [*split, ""]
     if metrics.get("draft_acceptance_rate") is not None:
         parts += [
             f"Draft acceptance on the optimised pair: {metrics['draft_acceptance_rate']:.3f}.",
@@ -291,6 +353,8 @@ def results_section(metrics_dir: Path) -> str:
             criteria_table(final),
             "",
         ]
+        if split := time_split_lines(final):
+            parts += [*split, ""]
     for name, title in (
         ("profile.json", "Profile (where the time goes)"),
         ("speculative.json", "Speculative decoding"),

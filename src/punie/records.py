@@ -301,6 +301,20 @@ def summarize(records: Sequence[QueryRecord]) -> dict[str, Any]:
     }
 
 
+def time_split(records: Sequence[QueryRecord]) -> dict[str, float | None]:
+    """Mean seconds per finished query in three parts that add up to its end-to-end mean:
+    waiting for each turn's first token (prompt processing, the server's queue), generating
+    after it (what speculative decoding and shorter answers shrink), and outside the model
+    (tools and framework)."""
+    ok = [r for r in records if r.error is None]
+    first = [sum(t.ttft_s or 0.0 for t in r.turns) for r in ok]
+    return {
+        "first_token_s": _mean(first),
+        "after_first_token_s": _mean([r.generation_s - f for r, f in zip(ok, first, strict=True)]),
+        "outside_model_s": _mean([r.total_s - r.generation_s for r in ok]),
+    }
+
+
 def accuracy_by_set(records: Sequence[QueryRecord]) -> dict[str, float | None]:
     sets = dict.fromkeys(r.set for r in records)
     return {s: _rate([r.correct for r in records if r.set == s]) for s in sets}

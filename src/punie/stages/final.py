@@ -183,8 +183,8 @@ def measure_acceptance(
 
 
 def metrics_from_runs(baseline: ConfigRun, optimized: ConfigRun, params: Params) -> dict[str, Any]:
-    from punie.final_report import Measured, final_metrics
-    from punie.records import accuracy_by_set, summarize
+    from punie.final_report import Measured, decode_budget, final_metrics
+    from punie.records import accuracy_by_set, summarize, time_split
 
     b, o = summarize(baseline.records), summarize(optimized.records)
     if b["e2e_mean_s"] is None or o["e2e_mean_s"] is None:
@@ -220,7 +220,10 @@ def metrics_from_runs(baseline: ConfigRun, optimized: ConfigRun, params: Params)
     metrics["optimized_turns_mean"] = o["turns_mean"]
     metrics["errors_baseline"] = b["n_errors"]
     metrics["errors_optimized"] = o["n_errors"]
-    return metrics
+    for key, run in (("baseline", baseline), ("optimized", optimized)):
+        for part, seconds in time_split(run.records).items():
+            metrics[f"{part}_{key}"] = seconds
+    return metrics | decode_budget(metrics)
 
 
 def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
