@@ -212,3 +212,44 @@ def test_the_stage_peak_memory_counts_its_trainers(
     metrics = B.build(params)
     assert own_mb + 250 <= metrics["peak_rss_mb"] < own_mb + 4096
     assert json.loads(B.METRICS.read_text())["peak_rss_mb"] == metrics["peak_rss_mb"]
+
+
+def test_step_cost_times_each_padded_length_and_shares_add_up(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """mlx-lm's own batching and training step on a corpus of short and long chats: one
+    timed row per padded length, the batches of one epoch all counted."""
+    from punie.step_cost import epoch_seconds, epoch_shares, measure
+
+    def chat(words: int) -> dict:
+        text = " ".join(["def save(self): pass"] * words)
+        return {"messages": [{"role": "user", "content": "Show it"},
+                             {"role": "assistant", "content": text}], "tools": []}  # fmt: skip
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(to_jsonl([chat(2)] * 8 + [chat(30)] * 4))
+    (data / "valid.jsonl").write_text(to_jsonl([chat(2)] * 2))
+    request = {"model": str(tiny_model_dir), "data": str(data), "batch_size": 2,
+               "max_seq_length": 640, "learning_rate": 1e-3, "reps": 1,
+               "hidden_size": 32, "intermediate_size": 64}  # fmt: skip
+    result = measure(request)
+    rows = result["rows"]
+    assert len(rows) == 2 and rows[0]["length"] < rows[1]["length"]
+    assert [r["batches"] for r in rows] == [4, 2]
+    assert all(r["step_s"] > 0 for r in rows)
+    shares = epoch_shares(rows)
+    assert sum(r["share"] for r in shares) == pytest.approx(1.0)
+    assert epoch_seconds(rows) == pytest.approx(4 * rows[0]["step_s"] + 2 * rows[1]["step_s"])
+    kernels = ("exp_ns_per_element", "numpy_exp_ns_per_element", "multiply_ns_per_element")
+    assert all(result[k] > 0 for k in kernels) and result["matmul_gflops"] > 0
+
+
+def test_step_cost_needs_the_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from punie.errors import StageError
+    from punie.params import load_params
+
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StageError, match="run `punie-lab bootstrap` first"):
+        B.step_cost(params)

@@ -21,6 +21,7 @@ from punie.final_report import (
     rewrite_readme,
     time_split_lines,
 )
+from punie.records import QueryRecord, TurnRecord, cut_off
 from punie.stages.final import comparison_rows, run_readme, speculative_pick
 
 from .conftest import tiny_params
@@ -156,6 +157,51 @@ def test_decode_budget_when_first_tokens_alone_miss_the_target() -> None:
     assert time_split_lines({"latency_ratio_target": 0.4}) == []  # an older final.json
 
 
+def _turn(tokens: int, finish: str) -> TurnRecord:
+    return TurnRecord(index=0, start_s=0.0, duration_s=0.1, ttft_s=0.01, ttft_source="prefill",
+                      decode_s=0.09, decode_tps=100.0, prompt_tokens=30,
+                      completion_tokens=tokens, cached_tokens=0, finish_reason=finish,
+                      tool_calls=[], text="", error=None)  # fmt: skip
+
+
+def _query(*turns: TurnRecord, error: str | None = None) -> QueryRecord:
+    return QueryRecord(label="q", set="heldout", query="q", expect="direct", expected_tool=None,
+                       repeat=0, total_s=0.1 + sum(t.completion_tokens for t in turns) / 100,
+                       generation_s=0.0, tool_s=0.0, overhead_s=0.1,
+                       n_turns=len(turns), decision="direct", first_tool=None, tools_called=[],
+                       correct=error is None, error=error, prompt_tokens=30,
+                       completion_tokens=sum(t.completion_tokens for t in turns),
+                       cached_tokens=0, output="", turns=list(turns), tools=[])  # fmt: skip
+
+
+def test_turns_cut_off_at_max_tokens_and_their_token_share() -> None:
+    # Recorded shape of the main model (2026-12-06): "What is dependency injection?" looped
+    # to max_tokens 256; a tool call and its answer, a short direct answer. A failed query's
+    # turns count nowhere, as in the latency figures.
+    records = [
+        _query(_turn(256, "length")),
+        _query(_turn(15, "tool_call"), _turn(25, "stop")),
+        _query(_turn(18, "stop")),
+        _query(_turn(256, "length"), error="timeout"),
+    ]
+    cut = cut_off(records)
+    assert cut["cut_off_turns"] == 1
+    assert cut["cut_off_tokens_share"] == pytest.approx(256 / (256 + 15 + 25 + 18))
+    # the looping query took 2.66 s of the three finished queries' 2.66 + 0.5 + 0.28 s
+    assert cut["cut_off_time_share"] == pytest.approx(2.66 / 3.44)
+    assert cut_off([]) == {
+        "cut_off_turns": 0,
+        "cut_off_tokens_share": None,
+        "cut_off_time_share": None,
+    }
+    metrics = _metrics() | {f"{k}_{side}": v for k, v in cut.items()
+                            for side in ("baseline", "optimized")}  # fmt: skip
+    report = render_final_report(metrics, {}, {})
+    assert "| turns cut off at max_tokens | 1 | 1 |" in report
+    assert "| their share of completion tokens | 0.815 | 0.815 |" in report
+    assert "| their queries' share of the end-to-end time | 0.773 | 0.773 |" in report
+
+
 def test_comparison_rows_for_dvc_plots() -> None:
     rows = comparison_rows(_metrics())
     assert [r["configuration"] for r in rows] == ["baseline", "optimised"]
@@ -263,3 +309,5 @@ def test_final_runs_both_configurations_and_writes_every_output(
         ]
         assert sum(parts) == pytest.approx(metrics[f"{key}_e2e_mean_s"], abs=1e-3)
         assert metrics[f"first_token_s_{key}"] > 0
+        cut = [t for r in records["records"][key] if r["error"] is None for t in r["turns"]]
+        assert metrics[f"cut_off_turns_{key}"] == sum(t["finish_reason"] == "length" for t in cut)

@@ -210,6 +210,21 @@ def before_after_table(metrics: dict[str, Any]) -> str:
             metrics["completion_tokens_mean_optimized"],
         ),
         (
+            "turns cut off at max_tokens",
+            metrics.get("cut_off_turns_baseline"),
+            metrics.get("cut_off_turns_optimized"),
+        ),
+        (
+            "their share of completion tokens",
+            metrics.get("cut_off_tokens_share_baseline"),
+            metrics.get("cut_off_tokens_share_optimized"),
+        ),
+        (
+            "their queries' share of the end-to-end time",
+            metrics.get("cut_off_time_share_baseline"),
+            metrics.get("cut_off_time_share_optimized"),
+        ),
+        (
             "server peak RSS (MB)",
             metrics.get("baseline_server_peak_rss_mb"),
             metrics["server_peak_rss_mb"],

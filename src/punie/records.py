@@ -315,6 +315,23 @@ def time_split(records: Sequence[QueryRecord]) -> dict[str, float | None]:
     }
 
 
+def cut_off(records: Sequence[QueryRecord]) -> dict[str, float | None]:
+    """Turns the server stopped at `max_tokens` (finish reason "length"), their share of the
+    completion tokens and their queries' share of the end-to-end time: a model looping to the
+    cap costs time and adds no answer, so a few such turns can carry much of a mean."""
+    ok = [r for r in records if r.error is None]
+    turns = [t for r in ok for t in r.turns]
+    cut = [t for t in turns if t.finish_reason == "length"]
+    tokens = sum(t.completion_tokens for t in turns)
+    seconds = sum(r.total_s for r in ok)
+    looped = sum(r.total_s for r in ok if any(t.finish_reason == "length" for t in r.turns))
+    return {
+        "cut_off_turns": len(cut),
+        "cut_off_tokens_share": sum(t.completion_tokens for t in cut) / tokens if tokens else None,
+        "cut_off_time_share": looped / seconds if seconds else None,
+    }
+
+
 def accuracy_by_set(records: Sequence[QueryRecord]) -> dict[str, float | None]:
     sets = dict.fromkeys(r.set for r in records)
     return {s: _rate([r.correct for r in records if r.set == s]) for s in sets}

@@ -5,8 +5,9 @@
 3. models   - random Qwen3 inits trained with `mlx_lm lora --fine-tune-type full`, fused
 4. metrics  - corpus sizes, parameter counts, losses, seconds, BLAS
 
-`--blas-benchmark` times one short training job with and without OpenBLAS; `--eval` measures
-the built models through the real pipeline (server + agent + tools) and the draft's
+`--blas-benchmark` times one short training job with and without OpenBLAS; `--step-cost`
+times one training step per padded batch length of the corpus (`punie.step_cost`); `--eval`
+measures the built models through the real pipeline (server + agent + tools) and the draft's
 acceptance in-process.
 """
 
@@ -38,6 +39,11 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         help="time the same short training job with OpenBLAS and with the bundled BLAS",
     )
     parser.add_argument(
+        "--step-cost",
+        action="store_true",
+        help="time mlx-lm's training step of bootstrap.main at each padded batch length",
+    )
+    parser.add_argument(
         "--eval",
         action="store_true",
         help=(
@@ -64,6 +70,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     params = load_params()
     if args.blas_benchmark:
         return blas_benchmark(params)
+    if args.step_cost:
+        return step_cost(params)
     if args.eval:
         from punie.bootstrap_eval import evaluate
         from punie.params import Models
@@ -333,27 +341,75 @@ def _build(params: Params) -> dict[str, Any]:
 # --- OpenBLAS vs bundled BLAS ------------------------------------------------------------------
 
 
-def blas_benchmark(params: Params, iters: int = 12) -> int:
-    """The same short training job with OpenBLAS preloaded and without; prints the ratio."""
-    from punie.mlx_runtime import find_openblas
+def random_main(params: Params, work: Path) -> Path:
+    """A random init of `bootstrap.main` with the tokenizer trained on the corpus."""
     from punie.modelgen import init_model_dir
 
-    if find_openblas() is None:
-        raise StageError("no system OpenBLAS found (install libopenblas0-pthread)")
     if not (CORPUS_DIR / "train.jsonl").exists():
         raise StageError(f"{CORPUS_DIR}/train.jsonl is missing: run `punie-lab bootstrap` first")
     m = params.bootstrap.main
+    build_tokenizer(params, work / "tokenizer")
+    init_model_dir(
+        work / "init", shape_of(m), work / "tokenizer", seed=params.runtime.seed,
+        embed_scale=embed_scale(m),
+    )  # fmt: skip
+    return work / "init"
+
+
+def step_cost(params: Params, reps: int = 3) -> int:
+    """mlx-lm's training step of `bootstrap.main` timed at each padded batch length of the
+    corpus, and each length's share of an epoch: which examples the training time goes to."""
+    from punie.mlx_runtime import run_mlx
+    from punie.step_cost import epoch_seconds, epoch_shares
+
+    m = params.bootstrap.main
+    with tempfile.TemporaryDirectory(prefix="punie-step-cost-") as tmp:
+        work = Path(tmp)
+        request = {
+            "model": str(random_main(params, work)), "data": str(CORPUS_DIR),
+            "batch_size": m.batch_size, "max_seq_length": m.max_seq_length,
+            "learning_rate": m.learning_rate, "reps": reps,
+            "hidden_size": m.hidden_size, "intermediate_size": m.intermediate_size,
+        }  # fmt: skip
+        (work / "request.json").write_text(json.dumps(request))
+        args = [str(work / "request.json"), str(work / "result.json")]
+        run_mlx(
+            args, module="punie.step_cost", blas=params.runtime.blas, threads=m.blas_threads,
+            on_line=print,
+        )  # fmt: skip
+        result = json.loads((work / "result.json").read_text())
+    rows = epoch_shares(result["rows"])
+    steps = sum(r["batches"] for r in rows)
+    epoch = epoch_seconds(rows)
+    print(f"\nbootstrap.main training step (batch {m.batch_size}, median of {reps}):")
+    print(" length  batches  ms/step  share of the steps  share of the time")
+    for r in rows:
+        print(f"{r['length']:>7}  {r['batches']:>7}  {r['step_s'] * 1e3:>7.0f}  "
+              f"{r['batches'] / steps:>18.1%}  {r['share']:>17.1%}")  # fmt: skip
+    print(
+        f"one epoch: {steps} steps, {epoch:.0f} s ({epoch / steps * 1e3:.0f} ms per step); "
+        f"{m.iters} iterations of this mix: {m.iters * epoch / steps:.0f} s"
+    )
+    exp, mul = result["exp_ns_per_element"], result["multiply_ns_per_element"]
+    print(
+        f"CPU kernels: mlx exp {exp:.2f} ns per element (numpy's "
+        f"{result['numpy_exp_ns_per_element']:.2f}), multiply {mul:.2f} ns ({exp / mul:.0f}x); "
+        f"a {m.hidden_size}x{m.intermediate_size} projection of 384 tokens "
+        f"{result['matmul_gflops']:.0f} GFLOP/s"
+    )
+    return 0
+
+
+def blas_benchmark(params: Params, iters: int = 12) -> int:
+    """The same short training job with OpenBLAS preloaded and without; prints the ratio."""
+    from punie.mlx_runtime import find_openblas
+
+    if find_openblas() is None:
+        raise StageError("no system OpenBLAS found (install libopenblas0-pthread)")
+    m = params.bootstrap.main
     with tempfile.TemporaryDirectory(prefix="punie-blas-") as tmp:
         work = Path(tmp)
-        build_tokenizer(params, work / "tokenizer")
-        init = work / "init"
-        init_model_dir(
-            init,
-            shape_of(m),
-            work / "tokenizer",
-            seed=params.runtime.seed,
-            embed_scale=embed_scale(m),
-        )
+        init = random_main(params, work)
         seconds: dict[str, float] = {}
         losses: dict[str, float | None] = {}
         for blas in ("auto", "off"):

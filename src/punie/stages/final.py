@@ -184,7 +184,7 @@ def measure_acceptance(
 
 def metrics_from_runs(baseline: ConfigRun, optimized: ConfigRun, params: Params) -> dict[str, Any]:
     from punie.final_report import Measured, decode_budget, final_metrics
-    from punie.records import accuracy_by_set, summarize, time_split
+    from punie.records import accuracy_by_set, cut_off, summarize, time_split
 
     b, o = summarize(baseline.records), summarize(optimized.records)
     if b["e2e_mean_s"] is None or o["e2e_mean_s"] is None:
@@ -221,8 +221,8 @@ def metrics_from_runs(baseline: ConfigRun, optimized: ConfigRun, params: Params)
     metrics["errors_baseline"] = b["n_errors"]
     metrics["errors_optimized"] = o["n_errors"]
     for key, run in (("baseline", baseline), ("optimized", optimized)):
-        for part, seconds in time_split(run.records).items():
-            metrics[f"{part}_{key}"] = seconds
+        for part, value in (time_split(run.records) | cut_off(run.records)).items():
+            metrics[f"{part}_{key}"] = value
     return metrics | decode_budget(metrics)
 
 

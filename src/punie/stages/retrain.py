@@ -216,6 +216,7 @@ def choose_and_record(
     from punie.conciseness import candidate_faults, choose_candidate, lost_queries
     from punie.measure import load_cases
     from punie.queries import default_query_paths
+    from punie.records import cut_off
     from punie.results import write_json
 
     cases = load_cases(default_query_paths(params), ["seed", "heldout"])
@@ -242,14 +243,17 @@ def choose_and_record(
     records = {label: [r.to_dict() for r in run.records] for label, run in runs.items()}
     write_json(RETRAIN_LOGS / "records.json", records)  # what each model answered, for review
     by_n = {n: retrain_metrics(runs["main"], runs[f"i{n}"]) for n in fused}
+    main_cut = cut_off(runs["main"].records)["cut_off_turns"]
     for n, m in by_n.items():
         faults = "; ".join(candidate_faults(m))
         lost = lost_queries(records["main"], records[f"i{n}"])
+        cut = cut_off(runs[f"i{n}"].records)["cut_off_turns"]
         console.print(
             f"  iters {n:>4}: accuracy {m['accuracy_concise']:.3f}, grounded answers "
             f"{_share(m['grounded_share_concise'])}, completion tokens "
             f"{m['completion_tokens_mean_concise']:.1f} (main {m['accuracy_main']:.3f}, "
-            f"{_share(m['grounded_share_main'])}, {m['completion_tokens_mean_main']:.1f})"
+            f"{_share(m['grounded_share_main'])}, {m['completion_tokens_mean_main']:.1f}), "
+            f"turns cut off at max_tokens {cut} (main {main_cut})"
             + (f", REJECTED {faults}" if faults else "")
             + (f"; decided wrong: {', '.join(lost)}" if lost else "")
         )
