@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +26,7 @@ from typing import Any, cast
 def epoch_shares(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each length's share of one epoch's step time (batches x seconds per step); the shares
     add up to 1."""
-    total = sum(r["batches"] * r["step_s"] for r in rows)
+    total = epoch_seconds(rows)
     return [r | {"share": r["batches"] * r["step_s"] / total if total else 0.0} for r in rows]
 
 
@@ -92,27 +93,23 @@ def kernels(hidden: int, intermediate: int, reps: int = 20) -> dict[str, float]:
     import mlx.core as mx
     import numpy as np
 
-    def seconds(fn: Any, *args: Any) -> float:
-        mx.eval(fn(*args))
+    def seconds(run: Callable[[], object]) -> float:
+        run()  # warm-up
         t0 = time.perf_counter()
         for _ in range(reps):
-            mx.eval(fn(*args))
+            run()
         return (time.perf_counter() - t0) / reps
 
     x = mx.random.normal((1 << 20,))
     a, w = mx.random.normal((384, hidden)), mx.random.normal((intermediate, hidden))
     mx.eval(x, a, w)
+    x_np = np.array(x)
     flops = 2 * 384 * hidden * intermediate
-    v = np.array(x)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        np.exp(v)
-    numpy_exp = (time.perf_counter() - t0) / reps
     return {
-        "exp_ns_per_element": seconds(mx.exp, x) / x.size * 1e9,
-        "numpy_exp_ns_per_element": numpy_exp / v.size * 1e9,
-        "multiply_ns_per_element": seconds(lambda v: v * v, x) / x.size * 1e9,
-        "matmul_gflops": flops / seconds(lambda p, q: p @ q.T, a, w) / 1e9,
+        "exp_ns_per_element": seconds(lambda: mx.eval(mx.exp(x))) / x.size * 1e9,
+        "numpy_exp_ns_per_element": seconds(lambda: np.exp(x_np)) / x.size * 1e9,
+        "multiply_ns_per_element": seconds(lambda: mx.eval(x * x)) / x.size * 1e9,
+        "matmul_gflops": flops / seconds(lambda: mx.eval(a @ w.T)) / 1e9,
     }
 
 
