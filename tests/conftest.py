@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from punie.modelgen import Qwen3Shape, init_model_dir
+from punie.models.modelgen import Qwen3Shape, init_model_dir
+from punie.models.tokenizer import save_tokenizer, train_tokenizer
 from punie.params import Params, load_params
-from punie.tokenizer import save_tokenizer, train_tokenizer
 
 # Fault/hostile counting and reports/reliability.json (see tests/reliability_plugin.py).
 from .reliability_plugin import pytest_addoption as pytest_addoption

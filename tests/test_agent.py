@@ -19,15 +19,15 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from punie import tools
-from punie.agent import (
+from punie.agent import tools
+from punie.agent.production import (
     INSTRUCTIONS,
     build_agent,
     capture_requests,
     openai_model,
     tool_definitions,
 )
-from punie.tools import Workspace, workspace_toolset
+from punie.agent.tools import Workspace, workspace_toolset
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Workspace(ROOT / "data" / "workspace")

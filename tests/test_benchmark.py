@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from punie.benchmark import ConfigRun, measure_configs, server_config
-from punie.measure import load_cases
+from punie.measurement.benchmark import ConfigRun, measure_configs, server_config
+from punie.measurement.records import QueryRecord
+from punie.measurement.timing import load_cases
 from punie.params import Params
-from punie.records import QueryRecord
 
 from .conftest import mlx_server_pids, tiny_params
 

@@ -11,22 +11,27 @@ from pathlib import Path
 import httpx
 import pytest
 
-from punie import train as T
-from punie.agent import capture_requests
-from punie.corpus import render_spec, to_jsonl
-from punie.modelgen import Qwen3Shape, init_model_dir
+from punie import paths
+from punie.agent.production import capture_requests
+from punie.agent.tools import Workspace
+from punie.commands import train_cost
+from punie.models import corpus as C
+from punie.models import embedded as E
+from punie.models import train as T
+from punie.models.corpus import render_spec, to_jsonl
+from punie.models.modelgen import Qwen3Shape, init_model_dir
+from punie.models.tokenizer import save_tokenizer, train_tokenizer
 from punie.params import ModelShape
+from punie.serving.config import ServerConfig
+from punie.serving.server import ServerProcess
 from punie.stages import bootstrap as B
-from punie.tokenizer import save_tokenizer, train_tokenizer
-from punie.tools import Workspace
-from punie.training.server import ServerProcess
-from punie.training.server_config import ServerConfig
 
 from .test_corpus import DIRECT_SPEC, TOOL_SPEC, WS
 
 TINY = ModelShape(
     hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
     intermediate_size=128, iters=40, batch_size=4, learning_rate=1e-2, max_seq_length=640,
+    val_batches=-1, blas_threads=1,
 )  # fmt: skip
 
 
@@ -73,8 +78,8 @@ def test_trained_model_gets_a_parsed_tool_call_from_the_server(
     (data / "train.jsonl").write_text(to_jsonl(rows * 16))
     (data / "valid.jsonl").write_text(to_jsonl(rows * 4))
     tok_dir, init, out = tmp_path / "tok", tmp_path / "init", tmp_path / "model"
-    save_tokenizer(train_tokenizer(B.corpus_texts(data), 500, split_words=False), tok_dir)
-    init_model_dir(init, Qwen3Shape(64, 1, 2, 1, 128), tok_dir, embed_scale=B.embed_scale(TINY))
+    save_tokenizer(train_tokenizer(E.corpus_texts(data), 500, split_words=False), tok_dir)
+    init_model_dir(init, Qwen3Shape(64, 1, 2, 1, 128), tok_dir, embed_scale=E.embed_scale(TINY))
     log = T.train("tiny", init, data, tmp_path, TINY, seed=0, blas="auto")
     assert log.train and log.train[-1][1] < log.train[0][1]
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("tiny: ")]
@@ -106,14 +111,14 @@ def test_keep_answers_drops_only_second_turn_rows() -> None:
     direct = [{"kind": "direct"}]
     tool = [{"kind": "tool_call"}, {"kind": "tool_answer"}]
     groups = [direct, tool] * 200
-    kept = B.keep_answers(groups, 0.5, seed=0)
+    kept = C.keep_answers(groups, 0.5, seed=0)
     assert len(kept) == len(groups)
     assert all(g[0] == o[0] for g, o in zip(kept, groups, strict=True))
     answers = sum(len(g) == 2 for g in kept)
     assert 70 < answers < 130  # ~half of the 200 tool queries
-    assert B.keep_answers(groups, 1.0, seed=0) == groups
-    assert all(len(g) == 1 for g in B.keep_answers(groups, 0.0, seed=0))
-    assert B.keep_answers(groups, 0.5, seed=0) == kept  # fixed per seed
+    assert C.keep_answers(groups, 1.0, seed=0) == groups
+    assert all(len(g) == 1 for g in C.keep_answers(groups, 0.0, seed=0))
+    assert C.keep_answers(groups, 0.5, seed=0) == kept  # fixed per seed
 
 
 def test_lora_args_validate_on_the_configured_batches(tmp_path: Path) -> None:
@@ -127,7 +132,7 @@ def test_a_failing_trainer_stops_the_other_at_once(tiny_model_dir: Path, tmp_pat
     the stage fails fast and leaves no process behind."""
     import time
 
-    from punie.mlx_runtime import _LIVE, MlxCommandError
+    from punie.serving.runtime import MlxCommandError, live_children
 
     rows = asyncio.run(render_spec(TOOL_SPEC, WS, random.Random(0)))
     data = tmp_path / "data"
@@ -140,7 +145,7 @@ def test_a_failing_trainer_stops_the_other_at_once(tiny_model_dir: Path, tmp_pat
     with pytest.raises(MlxCommandError, match="lora"):
         T.train_many([endless, broken], data, tmp_path, seed=0, blas="auto", show=False)
     assert time.perf_counter() - t0 < 60
-    assert not _LIVE
+    assert not live_children()
 
 
 def test_distilled_rows_keep_the_prompt_and_take_the_main_models_answer(
@@ -148,7 +153,8 @@ def test_distilled_rows_keep_the_prompt_and_take_the_main_models_answer(
 ) -> None:
     from mlx_lm import load
 
-    from punie.distill import distill, prompt_ids
+    from punie.models.distill import distill, row_prompt
+    from punie.serving.render import prompt_ids
 
     rows = asyncio.run(render_spec(TOOL_SPEC, WS, random.Random(0)))
     out = distill(tiny_model_dir, rows, max_tokens=8)
@@ -160,7 +166,7 @@ def test_distilled_rows_keep_the_prompt_and_take_the_main_models_answer(
         assert new["messages"][-1]["role"] == "assistant"
         assert isinstance(new["messages"][-1]["content"], str)
         # the prompt the draft learns from is the one the main model answered
-        assert prompt_ids(tokenizer, new) == prompt_ids(tokenizer, row)
+        assert prompt_ids(tokenizer, row_prompt(new)) == prompt_ids(tokenizer, row_prompt(row))
 
 
 def test_teacher_answers_split_over_processes_come_back_in_order(
@@ -168,7 +174,7 @@ def test_teacher_answers_split_over_processes_come_back_in_order(
 ) -> None:
     """Two teacher processes answer halves of the rows; row i of the result is still the
     answer to prompt i (distinct prompts, so a swap or a lost shard shows)."""
-    from punie.mlx_runtime import _LIVE
+    from punie.serving.runtime import live_children
 
     rows = [
         r
@@ -184,7 +190,7 @@ def test_teacher_answers_split_over_processes_come_back_in_order(
     assert len(rows) == 3
     assert [r["messages"][:-1] for r in two] == [r["messages"][:-1] for r in rows]
     assert two == one  # greedy: the split changes nothing
-    assert not _LIVE
+    assert not live_children()
 
 
 def test_the_stage_peak_memory_counts_its_trainers(
@@ -211,7 +217,7 @@ def test_the_stage_peak_memory_counts_its_trainers(
     own_mb = psutil.Process().memory_info().rss / 2**20
     metrics = B.build(params)
     assert own_mb + 250 <= metrics["peak_rss_mb"] < own_mb + 4096
-    assert json.loads(B.METRICS.read_text())["peak_rss_mb"] == metrics["peak_rss_mb"]
+    assert json.loads(paths.BOOTSTRAP_METRICS.read_text())["peak_rss_mb"] == metrics["peak_rss_mb"]
 
 
 def test_step_cost_times_each_padded_length_and_shares_add_up(
@@ -219,7 +225,7 @@ def test_step_cost_times_each_padded_length_and_shares_add_up(
 ) -> None:
     """mlx-lm's own batching and training step on a corpus of short and long chats: one
     timed row per padded length, the batches of one epoch all counted."""
-    from punie.step_cost import epoch_seconds, epoch_shares, measure
+    from punie.measurement.step_cost import epoch_seconds, epoch_shares, measure
 
     def chat(words: int) -> dict:
         text = " ".join(["def save(self): pass"] * words)
@@ -252,4 +258,4 @@ def test_step_cost_needs_the_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match="run `punie-lab bootstrap` first"):
-        B.step_cost(params)
+        train_cost.step_cost(params)

@@ -11,7 +11,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from punie.conciseness import (
+from punie import paths
+from punie.errors import StageError
+from punie.models.conciseness import (
     GateDecision,
     accuracy_regressions,
     candidate_faults,
@@ -21,7 +23,6 @@ from punie.conciseness import (
     lost_queries,
     parse_lora_line,
 )
-from punie.errors import StageError
 from punie.params import Params, load_params
 from punie.stages import concise, retrain
 from punie.stages.concise import read_gate, run_concise_data, run_gate, with_opener
@@ -124,9 +125,9 @@ def test_concise_data_has_the_sizes_in_params(concise_data: Path) -> None:
 
 def test_concise_data_is_rendered_like_the_agents_request(concise_data: Path) -> None:
     """Same system prompt and tool schemas as the real agent sends, in mlx-lm chat JSONL."""
-    from punie.agent import capture_requests
-    from punie.corpus import server_messages
-    from punie.tools import Workspace
+    from punie.agent.production import capture_requests
+    from punie.agent.tools import Workspace
+    from punie.serving.render import server_messages
 
     ws = Workspace(ROOT / "data/workspace")
     body = asyncio.run(capture_requests("Anything?", ws, None, "ok"))[0]
@@ -171,7 +172,7 @@ def test_openers_are_kept_only_on_the_answers_named() -> None:
 
 
 def test_round_robin_takes_one_query_per_tool_in_turn() -> None:
-    from punie.corpus import Spec
+    from punie.models.corpus import Spec
 
     specs = [Spec(f"q{i}", tool) for i, tool in enumerate("rrrarr")]
     assert [s.query for s in concise.round_robin_by_tool(specs)] == [
@@ -192,8 +193,8 @@ def test_balanced_tool_queries_share_the_tools_evenly(balance: bool) -> None:
 
 
 def test_concise_answers_are_shorter_than_the_corpus_style() -> None:
-    from punie.corpus import make_specs, render_all, workspace_facts
-    from punie.tools import Workspace
+    from punie.agent.tools import Workspace
+    from punie.models.corpus import make_specs, render_all, workspace_facts
 
     root = ROOT / "data/workspace"
     facts = workspace_facts(root)
@@ -208,8 +209,8 @@ def test_concise_answers_are_shorter_than_the_corpus_style() -> None:
 
 
 def test_concise_data_leaves_out_the_evaluation_queries(concise_data: Path) -> None:
-    from punie.corpus import contains_any
-    from punie.queries import load_queries
+    from punie.agent.queries import load_queries
+    from punie.models.corpus import contains_any
 
     asked = {
         m["content"]
@@ -244,11 +245,11 @@ def test_skipped_path_produces_every_declared_output(
     Path("metrics").mkdir()
     Path("metrics/profile.json").write_text(json.dumps({"generation_share": 0.4}))
     params = _params()
-    run_gate(params, concise.PROFILE_FILE, concise.GATE_FILE, _quiet())
+    run_gate(params, paths.PROFILE_METRICS, paths.GATE, _quiet())
     gate = read_gate()
     assert gate.retrain is False
-    run_concise_data(params, gate, concise.CONCISE_DIR, _quiet())
-    run_retrain(params, gate, retrain.CONCISE_MODEL, _quiet())
+    run_concise_data(params, gate, paths.CONCISE_DATA, _quiet())
+    run_retrain(params, gate, paths.CONCISE_MODEL, _quiet())
     for stage in ("gate", "concise_data", "retrain"):
         for path in _declared_outputs(stage):
             assert Path(path).exists(), f"{stage}: {path} missing on the skipped path"
@@ -406,7 +407,7 @@ def test_when_every_candidate_lost_accuracy_none_replaces_the_main_model(
         assert not (out / "config.json").exists()  # nothing for the final stage to serve
         assert "ACCURACY REGRESSION" in capsys.readouterr().err
         assert metrics["regression"] is True and metrics["trained"] is False
-    recorded = json.loads(retrain.RETRAIN_METRICS.read_text())
+    recorded = json.loads(paths.RETRAIN_METRICS.read_text())
     assert recorded["lora_iters"] == 60 and recorded["i80_heldout_accuracy"] == 0.9
 
 
@@ -460,41 +461,41 @@ def test_retrain_refuses_bad_lora_settings_before_training(
     params = params.model_copy(
         update={"conciseness": params.conciseness.model_copy(update={"lora": lora})}
     )
-    shutil.copytree(concise_data, concise.CONCISE_DIR)
+    shutil.copytree(concise_data, paths.CONCISE_DATA)
     with pytest.raises(StageError, match=message):
-        run_retrain(params, GateDecision(True, "x"), retrain.CONCISE_MODEL, _quiet())
-    assert not (retrain.RETRAIN_LOGS / "lora.log").exists()
+        run_retrain(params, GateDecision(True, "x"), paths.CONCISE_MODEL, _quiet())
+    assert not (paths.RETRAIN_LOGS / "lora.log").exists()
 
 
 @pytest.mark.slow
 def test_retrain_trains_fuses_and_checks_accuracy(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import punie.conciseness
-    from punie.tokenizer import tokenizer_fingerprint
+    import punie.models.conciseness
+    from punie.models.tokenizer import tokenizer_fingerprint
 
     params = _tiny_project(tmp_path, tiny_model_dir, monkeypatch)
     # The random model's answers run to max_tokens before and after LoRA, so no candidate can
     # be shorter; this test is about training, fusing and keeping one (the rule has its own).
-    monkeypatch.setattr(punie.conciseness, "candidate_faults", accuracy_regressions)
+    monkeypatch.setattr(punie.models.conciseness, "candidate_faults", accuracy_regressions)
     gate = GateDecision(True, "forced for the test")
-    run_concise_data(params, gate, concise.CONCISE_DIR, _quiet())
-    run_retrain(params, gate, retrain.CONCISE_MODEL, _quiet())
-    fused = retrain.CONCISE_MODEL
+    run_concise_data(params, gate, paths.CONCISE_DATA, _quiet())
+    run_retrain(params, gate, paths.CONCISE_MODEL, _quiet())
+    fused = paths.CONCISE_MODEL
     assert (fused / "config.json").exists()
     assert tokenizer_fingerprint(fused) == tokenizer_fingerprint(tiny_model_dir)
-    metrics = json.loads(retrain.RETRAIN_METRICS.read_text())
+    metrics = json.loads(paths.RETRAIN_METRICS.read_text())
     assert metrics["trained"] is True
     for key in ("accuracy_main", "accuracy_concise", "completion_tokens_mean_main",
                 "completion_tokens_mean_concise", "heldout_accuracy_concise"):  # fmt: skip
         assert isinstance(metrics[key], (int, float)), key
-    log = (retrain.RETRAIN_LOGS / "lora.log").read_text()
+    log = (paths.RETRAIN_LOGS / "lora.log").read_text()
     assert any(parse_lora_line(line) for line in log.splitlines())
     # One LoRA run, both candidates measured, the kept one moved to models/concise.
     assert metrics["lora_iters"] in (2, 4)
     for n in (2, 4):
         assert isinstance(metrics[f"i{n}_heldout_accuracy"], float)
         assert isinstance(metrics[f"i{n}_completion_tokens_mean"], float)
-    records = json.loads((retrain.RETRAIN_LOGS / "records.json").read_text())
+    records = json.loads((paths.RETRAIN_LOGS / "records.json").read_text())
     assert set(records) == {"main", "i2", "i4"}
-    assert not (retrain.RETRAIN_LOGS / "fused").exists()
+    assert not (paths.RETRAIN_LOGS / "fused").exists()

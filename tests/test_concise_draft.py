@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from punie import paths
 from punie.errors import StageError
 from punie.params import Params, load_params
 from punie.stages import concise_draft as stage
@@ -58,8 +59,10 @@ def test_distils_when_a_concise_model_and_a_local_draft_exist(tmp_path: Path) ->
 def _project(tmp: Path, monkeypatch: pytest.MonkeyPatch, retrain: dict[str, Any]) -> None:
     monkeypatch.chdir(tmp)
     (tmp / "metrics").mkdir()
-    (tmp / stage.RETRAIN).write_text(json.dumps(retrain))
-    (tmp / stage.CHOICE).write_text(json.dumps({"draft": "models/draft", "num_draft_tokens": 2}))
+    (tmp / paths.RETRAIN_METRICS).write_text(json.dumps(retrain))
+    (tmp / paths.SPECULATIVE_CHOICE).write_text(
+        json.dumps({"draft": "models/draft", "num_draft_tokens": 2})
+    )
 
 
 def test_skipped_path_writes_the_declared_output_with_its_reason(
@@ -67,10 +70,10 @@ def test_skipped_path_writes_the_declared_output_with_its_reason(
 ) -> None:
     _project(tmp_path, monkeypatch, {"trained": False})
     _local_model(tmp_path / "models/concise_draft")  # a stale draft from an earlier run
-    stage.run_concise_draft(_params(), stage.CONCISE_DRAFT)
-    marker = json.loads((stage.CONCISE_DRAFT / stage.DRAFT_STANDS).read_text())
+    stage.run_concise_draft(_params(), paths.CONCISE_DRAFT)
+    marker = json.loads((paths.CONCISE_DRAFT / stage.DRAFT_STANDS).read_text())
     assert marker["trained"] is False and "main model stands" in marker["reason"]
-    assert not (stage.CONCISE_DRAFT / "config.json").exists()
+    assert not (paths.CONCISE_DRAFT / "config.json").exists()
 
 
 def test_missing_retrain_metrics_say_what_to_run(
@@ -78,7 +81,7 @@ def test_missing_retrain_metrics_say_what_to_run(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match=r"retrain\.json: not found"):
-        stage.run_concise_draft(_params(), stage.CONCISE_DRAFT)
+        stage.run_concise_draft(_params(), paths.CONCISE_DRAFT)
 
 
 def test_final_serves_the_concise_draft_only_with_the_concise_model(

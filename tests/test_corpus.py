@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from punie.agent import capture_requests
-from punie.corpus import (
+from punie.agent.production import capture_requests
+from punie.agent.queries import load_queries
+from punie.agent.tools import Workspace
+from punie.models.corpus import (
     Spec,
     contains_any,
     final_answer,
@@ -19,12 +21,10 @@ from punie.corpus import (
     read_jsonl,
     render_all,
     render_spec,
-    server_messages,
     user_queries,
     workspace_facts,
 )
-from punie.queries import load_queries
-from punie.tools import Workspace
+from punie.serving.render import server_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 WS = Workspace(ROOT / "data/workspace")
@@ -140,7 +140,7 @@ def test_rendering_split_over_processes_gives_the_same_rows_in_order() -> None:
 
 
 def test_tool_arguments_run_cleanly_on_the_workspace() -> None:
-    from punie.tools import read_file, run_command
+    from punie.agent.tools import read_file, run_command
 
     for spec in make_specs(150, workspace_facts(WS.root), seed=5):
         if spec.tool == "run_command":
@@ -161,7 +161,7 @@ def test_final_answer_uses_the_tool_output() -> None:
 
 
 def test_made_up_terms_are_answered_directly_in_the_verbose_style() -> None:
-    from punie.corpus_text import DIRECT_OPENERS, NONCE_DEFINITION
+    from punie.models.corpus_text import DIRECT_OPENERS, NONCE_DEFINITION
 
     facts = workspace_facts(WS.root)
     specs = make_specs(200, facts, seed=0, tool_share=0.0, nonce_share=1.0)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from punie.bootstrap_eval import training_cases
-from punie.corpus import to_jsonl
-from punie.decision_probe import margin_figures
+from punie.commands.evaluate import training_cases
+from punie.measurement.decision_probe import margin_figures
+from punie.models.corpus import to_jsonl
 
 SYSTEM = {"role": "system", "content": "You are Punie."}
 
@@ -81,7 +81,9 @@ def test_probe_reads_a_probability_per_set_from_a_real_model(
     req, out = tmp_path / "req.json", tmp_path / "out.json"
     req.write_text(json.dumps(request))
     subprocess.run(
-        [sys.executable, "-m", "punie.decision_probe", str(req), str(out)], check=True, timeout=120
+        [sys.executable, "-m", "punie.measurement.decision_probe", str(req), str(out)],
+        check=True,
+        timeout=120,
     )
     result = json.loads(out.read_text())
     assert sorted(result) == ["a", "b"]

@@ -40,13 +40,13 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
 
 from punie import cli, results
-from punie.agent import build_agent
-from punie.measure import Case, TimedModel, TimedToolset, run_queries
-from punie.queries import Query
-from punie.tools import Workspace, workspace_toolset
-from punie.training import server as server_mod
-from punie.training.server import ServerError, ServerProcess
-from punie.training.server_config import ServerConfig
+from punie.agent.production import build_agent
+from punie.agent.queries import Query
+from punie.agent.tools import Workspace, workspace_toolset
+from punie.measurement.timing import Case, TimedModel, TimedToolset, run_queries
+from punie.serving import server as server_mod
+from punie.serving.config import ServerConfig
+from punie.serving.server import ServerError, ServerProcess
 
 from .reliability_plugin import session_mlx_pids
 
@@ -505,7 +505,7 @@ def test_busy_server_is_still_responsive(tiny_model_dir: Path, tmp_path: Path) -
 
 def test_stages_pass_server_host_through(tmp_path: Path) -> None:
     """Every stage builds its server from params.server (profile is checked live above)."""
-    from punie.benchmark import server_config
+    from punie.measurement.benchmark import server_config
     from punie.params import parse_params
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -626,8 +626,8 @@ def test_writer_killed_midway_leaves_a_complete_file(tmp_path: Path) -> None:
 def test_failed_fuse_keeps_the_previous_model(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A real `mlx_lm fuse` that fails (no adapters) must not have removed or half-replaced
     the model directory it was to replace."""
-    from punie.mlx_runtime import MlxCommandError
-    from punie.train import fuse
+    from punie.models.train import fuse
+    from punie.serving.runtime import MlxCommandError
 
     models = tmp_path / "models"
     previous = models / "main"

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from punie.commands.readme import run_readme
 from punie.errors import StageError
-from punie.final_report import (
+from punie.measurement.records import QueryRecord, TurnRecord, cut_off
+from punie.reports.final import (
     README_END,
     README_START,
     Measured,
@@ -21,8 +23,7 @@ from punie.final_report import (
     rewrite_readme,
     time_split_lines,
 )
-from punie.records import QueryRecord, TurnRecord, cut_off
-from punie.stages.final import comparison_rows, run_readme, speculative_pick
+from punie.stages.final import comparison_rows, speculative_pick
 
 from .conftest import tiny_params
 

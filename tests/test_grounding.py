@@ -11,11 +11,11 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
 
-from punie.conciseness import accuracy_regressions
-from punie.grounding import facts, grounded
-from punie.measure import TimedModel, TimedToolset, run_query
-from punie.queries import Query
-from punie.records import summarize
+from punie.agent.grounding import facts, grounded
+from punie.agent.queries import Query
+from punie.measurement.records import summarize
+from punie.measurement.timing import TimedModel, TimedToolset, run_query
+from punie.models.conciseness import accuracy_regressions
 
 GREP = (
     "orders/views.py:14:class OrderViewSet(viewsets.ModelViewSet):\n"

@@ -23,8 +23,11 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from pydantic_ai.toolsets import FunctionToolset
 
-from punie.agent import openai_model
-from punie.measure import (
+from punie.agent.production import openai_model
+from punie.agent.queries import Query
+from punie.measurement.memory import ServerMemorySampler
+from punie.measurement.records import interval_overlap, interval_union, summarize
+from punie.measurement.timing import (
     Case,
     TimedModel,
     TimedToolset,
@@ -32,9 +35,6 @@ from punie.measure import (
     run_queries,
     run_query,
 )
-from punie.memory import ServerMemorySampler
-from punie.queries import Query
-from punie.records import _overlap, _union, summarize
 
 TOOL_Q = Query("Find all Django views", "tool", "run_command")
 DIRECT_Q = Query("What is dependency injection?", "direct")
@@ -111,7 +111,7 @@ def test_concurrent_tools_count_wall_time_not_the_sum() -> None:
     assert len(record.tools) == 2
     summed = sum(t.duration_s for t in record.tools)
     assert summed >= 0.6
-    union = _union([(t.start_s, t.start_s + t.duration_s) for t in record.tools])
+    union = interval_union([(t.start_s, t.start_s + t.duration_s) for t in record.tools])
     assert record.tool_s == pytest.approx(sum(e - s for s, e in union), abs=1e-6)
     assert 0.3 <= record.tool_s < summed - 0.05  # the two calls overlapped
     _adds_up(record)
@@ -228,9 +228,9 @@ def test_server_error_is_recorded_and_the_run_goes_on() -> None:
 
 
 def test_interval_union_and_overlap() -> None:
-    union = _union([(0.0, 1.0), (0.5, 2.0), (3.0, 4.0), (5.0, 5.0)])
+    union = interval_union([(0.0, 1.0), (0.5, 2.0), (3.0, 4.0), (5.0, 5.0)])
     assert union == [(0.0, 2.0), (3.0, 4.0)]
-    assert _overlap(union, [(1.5, 3.5)]) == pytest.approx(1.0)
+    assert interval_overlap(union, [(1.5, 3.5)]) == pytest.approx(1.0)
 
 
 def test_memory_sampler_reports_a_peak() -> None:
@@ -245,7 +245,7 @@ def test_memory_sampler_reports_a_peak() -> None:
 
 def test_otlp_export_sends_spans(tmp_path) -> None:
     pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
-    from punie.otlp import configure_otlp
+    from punie.measurement.otlp import configure_otlp
 
     posts: list[str] = []
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from punie import mlx_runtime
+from punie.serving import runtime as mlx_runtime
 
 
 @pytest.fixture

@@ -90,3 +90,24 @@ def test_lora_iters_take_one_number_or_a_sweep() -> None:
     assert parse_params(data).conciseness.lora.iters == [40]
     data["conciseness"]["lora"]["iters"] = [60, 20, 40]
     assert parse_params(data).conciseness.lora.iters == [20, 40, 60]
+
+
+def test_params_yaml_is_the_only_home_of_a_value() -> None:
+    """No field of params.py has a default: a value lives in params.yaml or nowhere, so the
+    two can never disagree (the committed file loading proves it names every key)."""
+    from pydantic import BaseModel
+
+    from punie import params as P
+
+    sections = [
+        obj
+        for obj in vars(P).values()
+        if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == P.__name__
+    ]
+    defaults = [
+        f"{cls.__name__}.{name}"
+        for cls in sections
+        for name, field in cls.model_fields.items()
+        if not field.is_required()
+    ]
+    assert sections and defaults == []

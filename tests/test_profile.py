@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from punie.measure import Case, run_queries
+from punie.agent.queries import Query
+from punie.measurement.timing import Case, run_queries
 from punie.params import load_params
-from punie.queries import Query
 from punie.stages.profile import METRIC_KEYS, Outputs, breakdown_rows, write_outputs
 
 from .conftest import ROOT

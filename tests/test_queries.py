@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from punie.agent.queries import Query, QueryFileError, default_query_paths, load_queries
 from punie.params import load_params
-from punie.queries import Query, QueryFileError, default_query_paths, load_queries
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "data" / "queries" / "discrimination.yaml"

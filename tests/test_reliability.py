@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from punie import cli
-from punie.stages.reliability import END, START, replace_section
+from punie.commands.reliability import END, START, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from punie.tools import ALLOWED_PROGRAMS, Workspace, read_file, run_command
+from punie.agent.tools import ALLOWED_PROGRAMS, Workspace, read_file, run_command
 from tests.test_tools import SECRET, make_workspace, snapshot
 
 CAP = 500

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from punie.training.server import ServerError, ServerProcess
-from punie.training.server_config import ServerConfig
+from punie.serving.config import ServerConfig
+from punie.serving.server import ServerError, ServerProcess
 
 from .conftest import mlx_server_pids
 

@@ -15,12 +15,11 @@ import httpx2
 import pytest
 import yaml
 
-from punie.agent import build_agent, openai_model
-from punie.benchmark import server_config
+from punie.agent.production import build_agent, openai_model
+from punie.agent.tools import Workspace, workspace_toolset
 from punie.errors import StageError
-from punie.modelgen import Qwen3Shape, init_model_dir
-from punie.params import Params, load_params
-from punie.speculative import (
+from punie.measurement.benchmark import server_config
+from punie.measurement.speculative import (
     Acceptance,
     ConfigRow,
     TokenizerMismatch,
@@ -33,12 +32,13 @@ from punie.speculative import (
     predicted_speedup,
     turn_kind,
 )
+from punie.measurement.text_clock import text_decode
+from punie.models.modelgen import Qwen3Shape, init_model_dir
+from punie.models.tokenizer import save_tokenizer, train_tokenizer
+from punie.params import Params, load_params
+from punie.serving.server import build_server_command
 from punie.stages import speculative as stage
 from punie.stages.speculative_report import report, step_rest
-from punie.text_clock import text_decode
-from punie.tokenizer import save_tokenizer, train_tokenizer
-from punie.tools import Workspace, workspace_toolset
-from punie.training.server import build_server_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -354,7 +354,7 @@ def test_tokenizers_compared_by_vocabulary_when_no_fingerprint(
     tiny_model_dir: Path, foreign_draft_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The path for hub ids: load both tokenizers with transformers and compare vocabularies.
-    import punie.speculative as core
+    import punie.measurement.speculative as core
 
     monkeypatch.setattr(core, "_local_fingerprint", lambda model: None)
     with pytest.raises(TokenizerMismatch, match="tokens only in the draft"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from punie.tokenizer import MARKUP_TOKENS, SPECIAL_TOKENS, train_tokenizer
+from punie.models.tokenizer import MARKUP_TOKENS, SPECIAL_TOKENS, train_tokenizer
 
 TEXTS = [
     "<|im_start|>system\nYou are Punie.<|im_end|>\n<|im_start|>user\nFind all views<|im_end|>\n"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from punie import tools
-from punie.tools import Workspace, read_file, run_command
+from punie.agent import tools
+from punie.agent.tools import Workspace, read_file, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Workspace(ROOT / "data" / "workspace")

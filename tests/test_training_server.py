@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from punie.training.server import build_server_command
-from punie.training.server_config import ServerConfig
+from punie.serving.config import ServerConfig
+from punie.serving.server import build_server_command
 
 
 def _flag(cmd: list[str], name: str) -> str | None:

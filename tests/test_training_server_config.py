@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from punie.training.server_config import ServerConfig
+from punie.serving.config import ServerConfig
 
 
 def test_server_config_defaults() -> None:

@@ -9,9 +9,12 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from punie.errors import LabError
+
 # name -> (module, help). Modules are imported only for the chosen subcommand, so `--help`
 # stays fast and one stage's heavy imports never slow another.
 STAGES: dict[str, tuple[str, str]] = {
+    # DVC stages (dvc.yaml), in pipeline order
     "bootstrap": ("punie.stages.bootstrap", "build the embedded default main and draft models"),
     "profile": ("punie.stages.profile", "measure where every second of an agent query goes"),
     "speculative": ("punie.stages.speculative", "benchmark baseline vs draft for each k"),
@@ -26,9 +29,13 @@ STAGES: dict[str, tuple[str, str]] = {
         "punie.stages.concise_draft",
         "distil the draft on the concise model's answers (or keep it)",
     ),
-    "final": ("punie.stages.final", "benchmark baseline vs optimised configuration"),
-    "readme": ("punie.stages.final", "write the README results section from the metrics"),
-    "reliability": ("punie.stages.reliability", "print the reliability figures table"),
+    "final": ("punie.stages.final", "benchmark baseline vs optimized configuration"),
+    # tools
+    "eval": ("punie.commands.evaluate", "check the built models through the real server"),
+    "step-cost": ("punie.commands.train_cost", "time a training step per batch length"),
+    "blas-benchmark": ("punie.commands.train_cost", "time training with and without OpenBLAS"),
+    "readme": ("punie.commands.readme", "write the README results section from the metrics"),
+    "reliability": ("punie.commands.reliability", "print the reliability figures table"),
 }
 
 
@@ -69,7 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # could be swallowed: the benchmark ran on to the end (seen under `nohup ... &`).
         signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm)
-    from punie.errors import LabError
 
     try:
         return int(module.run(name, args) or 0)
@@ -79,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except LabError as e:
+    except (LabError, OSError) as e:
         print(f"punie-lab {name}: error: {e}", file=sys.stderr)
         return 1
 

@@ -1,14 +1,24 @@
-"""Errors the CLI reports as one clear line instead of a traceback."""
+"""Errors the CLI reports as one clear line instead of a traceback. A leaf module: every
+layer raises these, none of them imports anything of the lab's."""
 
 from __future__ import annotations
 
-from punie.mlx_runtime import MlxCommandError
-from punie.params import ParamsError
-from punie.training.server import ServerError
+
+class LabError(Exception):
+    """A failure with a message that says what went wrong and what to do about it."""
 
 
-class StageError(RuntimeError):
+class ParamsError(LabError, ValueError):
+    """params.yaml is missing, unreadable or invalid; the message names each bad key."""
+
+
+class ServerError(LabError, RuntimeError):
+    """The server could not start, died, or stopped answering. The message quotes its log."""
+
+
+class MlxCommandError(LabError, RuntimeError):
+    """An mlx subprocess failed; the message quotes the end of its output."""
+
+
+class StageError(LabError, RuntimeError):
     """A stage cannot go on (bad input, failed gate, accuracy regression)."""
-
-
-LabError = (ParamsError, ServerError, MlxCommandError, StageError, PermissionError, OSError)

@@ -1,4 +1,7 @@
-"""params.yaml -> typed, validated objects. Errors name the bad key, e.g. `speculative.repeats`."""
+"""params.yaml -> typed, validated objects. Errors name the bad key, e.g. `speculative.repeats`.
+
+params.yaml is the one home of every value: no field here has a default.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-PARAMS_FILE = Path("params.yaml")
+from punie import paths
+from punie.errors import ParamsError
 
 
 class _Section(BaseModel):
@@ -16,51 +20,51 @@ class _Section(BaseModel):
 
 
 class Runtime(_Section):
-    blas: Literal["auto", "off"] = "auto"
-    seed: int = 0
+    blas: Literal["auto", "off"]
+    seed: int
 
 
 class Models(_Section):
     main: str = Field(min_length=1)
-    draft: str | None = Field(default=None, min_length=1)
+    draft: str | None = Field(min_length=1)
 
 
 class Server(_Section):
-    host: str = "127.0.0.1"
-    temp: float = Field(default=0.0, ge=0.0)
-    max_tokens: int = Field(default=256, ge=1)
-    prompt_cache_size: int = Field(default=10, ge=1)
-    ready_timeout_s: float = Field(default=180.0, gt=0)
-    request_timeout_s: float = Field(default=120.0, gt=0)
-    chat_template_args: dict[str, Any] = Field(default_factory=dict)
+    host: str
+    temp: float = Field(ge=0.0)
+    max_tokens: int = Field(ge=1)
+    prompt_cache_size: int = Field(ge=1)
+    ready_timeout_s: float = Field(gt=0)
+    request_timeout_s: float = Field(gt=0)
+    chat_template_args: dict[str, Any]
 
 
 class AgentParams(_Section):
-    workspace: str = "data/workspace"
-    tool_timeout_s: float = Field(default=10.0, gt=0)
-    tool_output_cap: int = Field(default=4000, ge=100)
+    workspace: str
+    tool_timeout_s: float = Field(gt=0)
+    tool_output_cap: int = Field(ge=100)
 
 
 class Queries(_Section):
-    seed: str = "data/queries/discrimination.yaml"
-    heldout: str = "data/queries/heldout.yaml"
+    seed: str
+    heldout: str
 
 
 class CorpusSizes(_Section):
-    train: int = Field(default=1200, ge=1)
-    valid: int = Field(default=60, ge=1)
-    test: int = Field(default=60, ge=1)
+    train: int = Field(ge=1)
+    valid: int = Field(ge=1)
+    test: int = Field(ge=1)
     # Share of tool queries whose second-turn answer is trained too. Those rows carry the
     # tool output and are the longest; the first-turn decision is what accuracy rests on.
-    answer_share: float = Field(default=1.0, ge=0.0, le=1.0)
+    answer_share: float = Field(ge=0.0, le=1.0)
     # Share of conceptual questions about a made-up term, so that "What is <term>?" is
     # answered directly for terms never seen in training (the held-out topics are unseen).
-    nonce_share: float = Field(default=0.0, ge=0.0, le=1.0)
-    processes: int = Field(default=2, ge=1)  # worker processes rendering the corpus at once
+    nonce_share: float = Field(ge=0.0, le=1.0)
+    processes: int = Field(ge=1)  # worker processes rendering the corpus at once
 
 
 class TokenizerParams(_Section):
-    vocab_size: int = Field(default=1024, ge=300)
+    vocab_size: int = Field(ge=300)
 
 
 class ModelShape(_Section):
@@ -73,8 +77,8 @@ class ModelShape(_Section):
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
     max_seq_length: int = Field(ge=16)
-    val_batches: int = Field(default=-1, ge=-1)  # -1: the whole valid split
-    blas_threads: int = Field(default=1, ge=1)  # OpenBLAS threads of this model's trainer
+    val_batches: int = Field(ge=-1)  # -1: the whole valid split
+    blas_threads: int = Field(ge=1)  # OpenBLAS threads of this model's trainer
 
     @field_validator("val_batches")
     @classmethod
@@ -87,37 +91,37 @@ class ModelShape(_Section):
 class Distill(_Section):
     """Fine-tune the draft on the main model's greedy answers (0 rows: no distillation)."""
 
-    rows: int = Field(default=0, ge=0)  # train prompts answered by the main model
-    valid_rows: int = Field(default=20, ge=1)
-    max_tokens: int = Field(default=160, ge=1)
-    iters: int = Field(default=200, ge=1)
-    learning_rate: float = Field(default=2e-3, gt=0)
-    processes: int = Field(default=2, ge=1)  # teacher processes answering at once
+    rows: int = Field(ge=0)  # train prompts answered by the main model
+    valid_rows: int = Field(ge=1)
+    max_tokens: int = Field(ge=1)
+    iters: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    processes: int = Field(ge=1)  # teacher processes answering at once
 
 
 class Bootstrap(_Section):
-    corpus: CorpusSizes = CorpusSizes()
-    tokenizer: TokenizerParams = TokenizerParams()
+    corpus: CorpusSizes
+    tokenizer: TokenizerParams
     main: ModelShape
     draft: ModelShape
-    distill: Distill = Distill()
+    distill: Distill
 
 
 class Profile(_Section):
-    repeats: int = Field(default=1, ge=1)
-    max_turns: int = Field(default=6, ge=1)
-    otlp_endpoint: str | None = None
+    repeats: int = Field(ge=1)
+    max_turns: int = Field(ge=1)
+    otlp_endpoint: str | None
 
 
 class Speculative(_Section):
-    num_draft_tokens: list[int] = Field(default_factory=lambda: [2, 3, 5], min_length=1)
-    repeats: int = Field(default=1, ge=1)
-    memory_budget_mb: float = Field(default=32768, gt=0)
-    control: bool = True  # also measure the draft server with k=0 (nothing drafted)
+    num_draft_tokens: list[int] = Field(min_length=1)
+    repeats: int = Field(ge=1)
+    memory_budget_mb: float = Field(gt=0)
+    control: bool  # also measure the draft server with k=0 (nothing drafted)
     # Baseline and draft servers up together, queries alternating; false: one at a time
     # (a 30B pair on a 32 GB Mac), each server's configurations still alternating.
-    interleave: bool = True
-    draft_prompt_cache_size: int | None = Field(default=0, ge=0)  # None: server's setting
+    interleave: bool
+    draft_prompt_cache_size: int | None = Field(ge=0)  # None: server's setting
 
     @field_validator("num_draft_tokens")
     @classmethod
@@ -132,12 +136,12 @@ class Lora(_Section):
     # Candidate iteration counts: one LoRA run to the largest saves a checkpoint at each, and
     # the retrain stage keeps the candidate with the fewest completion tokens among those that
     # lose no accuracy. A single number (`iters: 40`) is a sweep of one.
-    iters: list[int] = Field(default_factory=lambda: [20, 40, 60], min_length=1)
-    rank: int = Field(default=8, ge=1)
-    learning_rate: float = Field(default=2e-4, gt=0)
-    num_layers: int = Field(default=-1, ge=-1)
-    batch_size: int = Field(default=4, ge=1)
-    max_seq_length: int = Field(default=2048, ge=16)
+    iters: list[int] = Field(min_length=1)
+    rank: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    num_layers: int = Field(ge=-1)
+    batch_size: int = Field(ge=1)
+    max_seq_length: int = Field(ge=16)
 
     @field_validator("iters", mode="before")
     @classmethod
@@ -155,51 +159,47 @@ class Lora(_Section):
 
 
 class Conciseness(_Section):
-    generation_share_threshold: float = Field(default=0.70, ge=0.0, le=1.0)
-    force: bool | None = None
-    tool_examples: int = Field(default=25, ge=1)
-    direct_examples: int = Field(default=12, ge=1)
+    generation_share_threshold: float = Field(ge=0.0, le=1.0)
+    force: bool | None
+    tool_examples: int = Field(ge=1)
+    direct_examples: int = Field(ge=1)
     # Which concise answers keep the verbose style's one-phrase opener: a text answer's
     # first token is the decision's alternative to `<tool_call>`, and a LoRA that unlearns
     # the opener moves that decision (see params.yaml).
-    openers: Literal["none", "direct", "all"] = "none"
+    openers: Literal["none", "direct", "all"]
     # Tool queries shared evenly across the tools instead of the corpus's skew: a LoRA that
     # sees one tool mostly pulls the other tool's queries towards it (see params.yaml).
-    balance_tools: bool = True
+    balance_tools: bool
     # What a retrained model that lost accuracy does: `fail` stops the pipeline (exit 1);
     # `keep_main` discards it, says so loudly and lets the final stage use the main model.
-    on_regression: Literal["keep_main", "fail"] = "keep_main"
+    on_regression: Literal["keep_main", "fail"]
     # Servers checking the main model and the candidates at the same time (answers only:
     # the stage compares decisions and tokens, never their timings); 1 for a 30B model.
-    parallel_servers: int = Field(default=2, ge=1)
-    lora: Lora = Lora()
+    parallel_servers: int = Field(ge=1)
+    lora: Lora
     # Distil the chosen draft on the concise model's answers (rows 0: keep the draft as is).
-    draft: Distill = Distill()
+    draft: Distill
 
 
 class Final(_Section):
-    repeats: int = Field(default=1, ge=1)
-    memory_budget_mb: float = Field(default=32768, gt=0)
-    latency_ratio_target: float = Field(default=0.40, gt=0)
-    interleave: bool = True
-    acceptance_prompts: int = Field(default=12, ge=0)
+    repeats: int = Field(ge=1)
+    memory_budget_mb: float = Field(gt=0)
+    latency_ratio_target: float = Field(gt=0)
+    interleave: bool
+    acceptance_prompts: int = Field(ge=0)
 
 
 class Params(_Section):
-    runtime: Runtime = Runtime()
+    runtime: Runtime
     models: Models
-    server: Server = Server()
-    agent: AgentParams = AgentParams()
-    queries: Queries = Queries()
+    server: Server
+    agent: AgentParams
+    queries: Queries
     bootstrap: Bootstrap
-    profile: Profile = Profile()
-    speculative: Speculative = Speculative()
-    conciseness: Conciseness = Conciseness()
-    final: Final = Final()
-
-
-class ParamsError(ValueError):
-    """params.yaml is missing, unreadable or invalid; the message names each bad key."""
+    profile: Profile
+    speculative: Speculative
+    conciseness: Conciseness
+    final: Final
 
 
 def _describe(err: ValidationError, source: Path) -> str:
@@ -215,7 +215,7 @@ def _describe(err: ValidationError, source: Path) -> str:
     return "invalid params:\n  " + "\n  ".join(lines)
 
 
-def parse_params(data: Any, source: Path = PARAMS_FILE) -> Params:
+def parse_params(data: Any, source: Path = paths.PARAMS) -> Params:
     if not isinstance(data, dict):
         raise ParamsError(f"{source}: expected a mapping at the top level")
     try:
@@ -224,7 +224,7 @@ def parse_params(data: Any, source: Path = PARAMS_FILE) -> Params:
         raise ParamsError(_describe(e, source)) from None
 
 
-def load_params(path: Path = PARAMS_FILE) -> Params:
+def load_params(path: Path = paths.PARAMS) -> Params:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())

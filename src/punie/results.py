@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from punie.errors import StageError
+
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temp file in the same directory, fsync, then rename over `path`."""
@@ -80,7 +82,6 @@ def read_json(path: Path) -> Any:
 
 def read_object(path: Path) -> dict[str, Any]:
     """A JSON object another stage wrote, or a StageError that says what is wrong."""
-    from punie.errors import StageError
 
     try:
         data = json.loads(Path(path).read_text())

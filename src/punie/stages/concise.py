@@ -19,17 +19,22 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from punie.conciseness import GATE_FILE, GateDecision, decide_gate, gate_from_json
+from rich.console import Console
+
+from punie import paths
+from punie.agent.queries import QueryFileError, default_query_paths, load_queries
+from punie.agent.tools import Workspace
 from punie.errors import StageError
+from punie.models.conciseness import GateDecision, decide_gate, read_gate
+from punie.models.corpus import make_specs, render_all, to_jsonl, workspace_facts
+from punie.models.corpus_text import DIRECT_OPENERS, TOOL_OPENERS
+from punie.params import load_params
+from punie.results import write_json, write_text_atomic
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from punie.corpus import Spec
+    from punie.models.corpus import Spec
     from punie.params import Params
 
-PROFILE_FILE = Path("metrics/profile.json")
-CONCISE_DIR = Path("data/concise")
 SKIPPED = "skipped.json"
 # Held back for validation, per kind, as a share of the training sizes in params.
 VALID_SHARE = 0.15
@@ -40,17 +45,15 @@ BALANCE_POOL = 6
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "gate":
-        parser.add_argument("--profile", type=Path, default=PROFILE_FILE, help="profile metrics")
-        parser.add_argument("--out", type=Path, default=GATE_FILE, help="gate decision file")
+        parser.add_argument(
+            "--profile", type=Path, default=paths.PROFILE_METRICS, help="profile metrics"
+        )
+        parser.add_argument("--out", type=Path, default=paths.GATE, help="gate decision file")
     elif name == "concise-data":
-        parser.add_argument("--out", type=Path, default=CONCISE_DIR, help="output directory")
+        parser.add_argument("--out", type=Path, default=paths.CONCISE_DATA, help="output directory")
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from punie.params import load_params
-
     params = load_params()
     console = Console()
     if name == "gate":
@@ -64,8 +67,6 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def run_gate(params: Params, profile: Path, out: Path, console: Console) -> int:
-    from punie.results import write_json
-
     c = params.conciseness
     share = None
     if c.force is None:
@@ -93,15 +94,6 @@ def _read_share(profile: Path) -> float:
     return float(share)
 
 
-def read_gate(path: Path = GATE_FILE) -> GateDecision:
-    try:
-        return gate_from_json(json.loads(path.read_text()), path)
-    except FileNotFoundError:
-        raise StageError(f"{path}: not found (run `punie-lab gate` first)") from None
-    except ValueError as e:
-        raise StageError(str(e)) from None
-
-
 # --- concise data -------------------------------------------------------------------------
 
 
@@ -115,9 +107,6 @@ def build_concise_groups(params: Params, seed: int) -> list[dict[str, Any]]:
     Queries of the seed and held-out sets are excluded, so the accuracy check and the final
     benchmark never see a training query.
     """
-    from punie.corpus import make_specs, render_all, workspace_facts
-    from punie.queries import QueryFileError, default_query_paths, load_queries
-    from punie.tools import Workspace
 
     c = params.conciseness
     root = Path(params.agent.workspace)
@@ -163,7 +152,6 @@ def with_opener(
 ) -> list[dict[str, Any]]:
     """`rows` with the verbose style's opener before each text answer that `openers` names:
     "direct" (direct answers) or "all" (also answers written from a tool's output)."""
-    from punie.corpus_text import DIRECT_OPENERS, TOOL_OPENERS
 
     keep = {"none": (), "direct": ("direct",), "all": ("direct", "tool_answer")}[openers]
     out = []
@@ -204,9 +192,6 @@ def _rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_concise_data(params: Params, gate: GateDecision, out: Path, console: Console) -> int:
-    from punie.corpus import to_jsonl
-    from punie.results import write_json, write_text_atomic
-
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

@@ -18,24 +18,22 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from punie.speculative import CHOICE_FILE as CHOICE
-from punie.stages.retrain import CONCISE_MODEL
-from punie.stages.retrain import RETRAIN_METRICS as RETRAIN
+from punie import paths
+from punie.models.train import distill_draft
+from punie.params import load_params
+from punie.results import read_object, round_floats, write_json
 
 if TYPE_CHECKING:
     from punie.params import Params
 
-CONCISE_DRAFT = Path("models/concise_draft")
 DRAFT_STANDS = "DRAFT_STANDS.json"
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=CONCISE_DRAFT, help="fused draft dir")
+    parser.add_argument("--out", type=Path, default=paths.CONCISE_DRAFT, help="fused draft dir")
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from punie.params import load_params
-
     run_concise_draft(load_params(), args.out)
     return 0
 
@@ -55,10 +53,7 @@ def skip_reason(params: Params, retrain: dict[str, Any], choice: dict[str, Any])
 
 
 def run_concise_draft(params: Params, out: Path) -> dict[str, Any]:
-    from punie.results import read_object, round_floats, write_json
-    from punie.stages.bootstrap import distill_draft
-
-    retrain, choice = read_object(RETRAIN), read_object(CHOICE)
+    retrain, choice = read_object(paths.RETRAIN_METRICS), read_object(paths.SPECULATIVE_CHOICE)
     if out.exists():
         shutil.rmtree(out)
     reason = skip_reason(params, retrain, choice)
@@ -76,12 +71,12 @@ def run_concise_draft(params: Params, out: Path) -> dict[str, Any]:
             draft,
             Path(tmp),
             draft,  # tokenizer files: the draft's own (the main model's tokenizer)
-            teacher=CONCISE_MODEL,
+            teacher=paths.CONCISE_MODEL,
             out=out,
             distill=params.conciseness.draft,
         )
     metrics = {"trained": True, "draft": str(draft), **metrics}
     metrics["total_seconds"] = time.perf_counter() - t0
     write_json(out / "distill.json", round_floats(metrics))
-    print(f"concise-draft: {draft} distilled on {CONCISE_MODEL}'s answers -> {out}")
+    print(f"concise-draft: {draft} distilled on {paths.CONCISE_MODEL}'s answers -> {out}")
     return metrics

@@ -1,4 +1,4 @@
-"""`punie-lab final` and `punie-lab readme`: the before/after benchmark and the README results.
+"""`punie-lab final`: the before/after benchmark.
 
 final   baseline (main model, no draft) vs optimised (concise model if trained, plus the
         speculative stage's draft and k) in the same run, seed + held-out queries, through
@@ -7,7 +7,6 @@ final   baseline (main model, no draft) vs optimised (concise model if trained, 
         plot rows and reports/final.md. Unmet criteria print a loud banner; the stage still
         exits 0 so the report and metrics land (a less accurate concise model already failed
         the retrain stage).
-readme  rewrites README.md between the results markers from metrics/*.json.
 """
 
 from __future__ import annotations
@@ -15,71 +14,61 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from punie.conciseness import GATE_FILE as GATE
+from rich.console import Console
+
+from punie import paths
+from punie.agent.queries import default_query_paths
 from punie.errors import StageError
-from punie.speculative import CHOICE_FILE as CHOICE
-from punie.stages.concise_draft import CONCISE_DRAFT
-from punie.stages.retrain import CONCISE_MODEL
-from punie.stages.retrain import RETRAIN_METRICS as RETRAIN
+from punie.measurement.benchmark import measure_configs, record_printer, server_config
+from punie.measurement.records import accuracy_by_set, cut_off, summarize, time_split
+from punie.measurement.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
+from punie.measurement.speculative import TokenizerMismatch, check_draft_tokenizer
+from punie.measurement.timing import load_cases
+from punie.params import load_params
+from punie.reports.final import (
+    Measured,
+    decode_budget,
+    failure_banner,
+    final_metrics,
+    render_final_report,
+)
+from punie.results import read_object, write_json, write_rows, write_text_atomic
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from punie.benchmark import ConfigRun
+    from punie.measurement.benchmark import ConfigRun
     from punie.params import Params
-
-METRICS = Path("metrics/final.json")
-RECORDS = Path("metrics/final_records.json")
-COMPARISON = Path("metrics/final_comparison.json")
-REPORT = Path("reports/final.md")
-LOGS = Path("logs/final")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    if name == "readme":
-        parser.add_argument("--readme", type=Path, default=Path("README.md"))
-        parser.add_argument("--metrics", type=Path, default=Path("metrics"))
+    pass
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    if name == "readme":
-        return run_readme(args.readme, args.metrics)
-    from rich.console import Console
-
-    from punie.params import load_params
-
     return run_final(load_params(), Console())
-
-
-def run_readme(readme: Path, metrics_dir: Path) -> int:
-    from punie.final_report import results_section, rewrite_readme
-    from punie.results import write_text_atomic
-
-    text = readme.read_text() if readme.exists() else ""
-    new = rewrite_readme(text, results_section(metrics_dir))
-    if new != text:
-        write_text_atomic(readme, new)
-    print(f"{readme}: results section {'rewritten' if new != text else 'already up to date'}")
-    return 0
 
 
 def optimised_model(params: Params, retrain: dict[str, Any]) -> str:
     """models/concise when the retrain stage trained it, else the main model."""
     if not retrain.get("trained"):
         return params.models.main
-    if not (CONCISE_MODEL / "config.json").exists():
-        raise StageError(f"{RETRAIN}: trained is true but {CONCISE_MODEL} holds no model")
-    return str(CONCISE_MODEL)
+    if not (paths.CONCISE_MODEL / "config.json").exists():
+        raise StageError(
+            f"{paths.RETRAIN_METRICS}: trained is true but {paths.CONCISE_MODEL} holds no model"
+        )
+    return str(paths.CONCISE_MODEL)
 
 
 def serving_draft(model: str, draft: str | None) -> str | None:
     """models/concise_draft (distilled on the concise model's answers) when the concise model
     serves and the concise-draft stage trained one; else the speculative stage's draft."""
-    if draft and model == str(CONCISE_MODEL) and (CONCISE_DRAFT / "config.json").exists():
-        return str(CONCISE_DRAFT)
+    if (
+        draft
+        and model == str(paths.CONCISE_MODEL)
+        and (paths.CONCISE_DRAFT / "config.json").exists()
+    ):
+        return str(paths.CONCISE_DRAFT)
     return draft
 
 
@@ -90,18 +79,18 @@ def speculative_pick(choice: dict[str, Any]) -> tuple[str | None, int | None]:
         return None, None
     k = choice.get("num_draft_tokens", choice.get("k"))
     if not isinstance(k, int) or k < 1:
-        raise StageError(f"{CHOICE}: draft is {draft!r} but num_draft_tokens/k is {k!r}")
+        raise StageError(
+            f"{paths.SPECULATIVE_CHOICE}: draft is {draft!r} but num_draft_tokens/k is {k!r}"
+        )
     return str(draft), k
 
 
 def run_final(params: Params, console: Console) -> int:
-    from punie.benchmark import measure_configs, record_printer, server_config
-    from punie.measure import load_cases
-    from punie.queries import default_query_paths
-    from punie.results import read_object
-    from punie.speculative import TokenizerMismatch, check_draft_tokenizer
-
-    gate, retrain, choice = read_object(GATE), read_object(RETRAIN), read_object(CHOICE)
+    gate, retrain, choice = (
+        read_object(paths.GATE),
+        read_object(paths.RETRAIN_METRICS),
+        read_object(paths.SPECULATIVE_CHOICE),
+    )
     model = optimised_model(params, retrain)
     draft, k = speculative_pick(choice)
     draft = serving_draft(model, draft)
@@ -133,7 +122,7 @@ def run_final(params: Params, console: Console) -> int:
             cases,
             repeats=f.repeats,
             interleave=f.interleave,
-            log_dir=LOGS,
+            log_dir=paths.FINAL_LOGS,
             on_record=record_printer(console, 9),
         )
     )
@@ -159,7 +148,6 @@ def measure_acceptance(
     params: Params, model: str, draft: str, k: int, run: ConfigRun, console: Console
 ) -> float:
     """Draft acceptance on the optimised model's own recorded prompts, replayed in-process."""
-    from punie.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
 
     bodies = [b for r in run.records for b in r.requests if b is not None]
     bodies = bodies[: params.final.acceptance_prompts]
@@ -176,21 +164,18 @@ def measure_acceptance(
         verify_reps=5,
     )
     try:
-        result = run_probe(request, LOGS / "acceptance", blas=params.runtime.blas)
+        result = run_probe(request, paths.FINAL_LOGS / "acceptance", blas=params.runtime.blas)
     except ProbeError as e:
         raise StageError(f"draft acceptance probe failed: {e}") from None
     return float(result["by_k"][str(k)]["acceptance_rate"])
 
 
 def metrics_from_runs(baseline: ConfigRun, optimized: ConfigRun, params: Params) -> dict[str, Any]:
-    from punie.final_report import Measured, decode_budget, final_metrics
-    from punie.records import accuracy_by_set, cut_off, summarize, time_split
-
     b, o = summarize(baseline.records), summarize(optimized.records)
     if b["e2e_mean_s"] is None or o["e2e_mean_s"] is None:
         raise StageError(
             f"every query failed on a configuration (errors: baseline {b['n_errors']}, "
-            f"optimised {o['n_errors']}); see {LOGS}"
+            f"optimised {o['n_errors']}); see {paths.FINAL_LOGS}"
         )
     bs, os_ = accuracy_by_set(baseline.records), accuracy_by_set(optimized.records)
     measured = Measured(
@@ -245,25 +230,20 @@ def write_outputs(
     decisions: dict[str, Any],
     described: dict[str, str],
 ) -> None:
-    from punie.final_report import render_final_report
-    from punie.results import write_json, write_rows, write_text_atomic
-
     rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
     write_json(
-        RECORDS,
+        paths.FINAL_RECORDS,
         {
             "configurations": {label: run.config.model_dump() for label, run in runs.items()},
             "records": {label: [r.to_dict() for r in run.records] for label, run in runs.items()},
         },
     )
-    write_rows(COMPARISON, comparison_rows(rounded))
-    write_text_atomic(REPORT, render_final_report(rounded, decisions, described))
-    write_json(METRICS, rounded)  # last: it is what DVC and the README read
+    write_rows(paths.FINAL_COMPARISON, comparison_rows(rounded))
+    write_text_atomic(paths.FINAL_REPORT, render_final_report(rounded, decisions, described))
+    write_json(paths.FINAL_METRICS, rounded)  # last: it is what DVC and the README read
 
 
 def print_summary(metrics: dict[str, Any], console: Console) -> None:
-    from punie.final_report import failure_banner
-
     console.print(
         f"[bold]final[/]: e2e {metrics['baseline_e2e_mean_s']:.3f}s -> "
         f"{metrics['optimized_e2e_mean_s']:.3f}s (ratio {metrics['latency_ratio']:.3f}, target "
@@ -272,7 +252,10 @@ def print_summary(metrics: dict[str, Any], console: Console) -> None:
         f"{metrics['completion_tokens_ratio']:.3f}; "
         f"server peak {metrics['server_peak_rss_mb']:.0f} MB"
     )
-    console.print(f"wrote {METRICS}, {RECORDS}, {COMPARISON}, {REPORT}")
+    console.print(
+        f"wrote {paths.FINAL_METRICS}, {paths.FINAL_RECORDS}, {paths.FINAL_COMPARISON}, "
+        f"{paths.FINAL_REPORT}"
+    )
     banner = failure_banner(metrics)
     if banner:
         print(banner, file=sys.stderr)

@@ -18,22 +18,29 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from punie import paths
+from punie.agent.queries import WARMUP, default_query_paths
 from punie.errors import StageError
-from punie.profile_report import markdown_report, print_summary
+from punie.measurement.benchmark import params_agent, server_config
+from punie.measurement.direct import direct_prompts, overhead_ratio, run_direct
+from punie.measurement.memory import ServerMemorySampler
+from punie.measurement.otlp import configure_otlp
+from punie.measurement.records import accuracy_by_set, summarize
+from punie.measurement.timing import load_cases, run_queries, run_query
+from punie.params import load_params
+from punie.reports.profile import markdown_report, print_summary
+from punie.results import check_writable, write_json, write_rows, write_text_atomic
+from punie.serving.server import ServerError, ServerProcess
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from punie.measure import Case
+    from punie.measurement.records import QueryRecord
+    from punie.measurement.timing import Case
     from punie.params import Params
-    from punie.records import QueryRecord
 
 # Default outputs (dvc.yaml's `profile` block); with --out DIR they go under DIR instead.
-METRICS = Path("metrics/profile.json")
-RECORDS = Path("metrics/profile_records.json")
-BREAKDOWN = Path("metrics/profile_breakdown.json")
-REPORT = Path("reports/profile.md")
-SERVER_LOG = Path("logs/profile-server.log")
 
 METRIC_KEYS = (
     "accuracy",
@@ -50,7 +57,6 @@ METRIC_KEYS = (
     "server_peak_rss_mb",
 )
 COMPONENTS = ("generation", "tool", "overhead")
-WARMUP_QUERY = "Say hello."
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -87,17 +93,21 @@ class Outputs:
     @classmethod
     def under(cls, out: Path | None) -> Outputs:
         base = out or Path()
-        return cls(*(base / p for p in (METRICS, RECORDS, BREAKDOWN, REPORT, SERVER_LOG)))
+        return cls(
+            *(
+                base / p
+                for p in (
+                    paths.PROFILE_METRICS,
+                    paths.PROFILE_RECORDS,
+                    paths.PROFILE_BREAKDOWN,
+                    paths.PROFILE_REPORT,
+                    paths.PROFILE_SERVER_LOG,
+                )
+            )
+        )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from punie.measure import load_cases
-    from punie.params import load_params
-    from punie.queries import default_query_paths
-    from punie.results import check_writable
-
     console = Console()
     params = load_params()
     outputs = Outputs.under(args.out)
@@ -133,8 +143,6 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _tracing(endpoint: str):
-    from punie.otlp import configure_otlp
-
     try:
         return configure_otlp(endpoint)
     except ImportError as e:
@@ -144,14 +152,6 @@ def _tracing(endpoint: str):
 async def _measure(
     params: Params, model_path: str, cases: list[Case], outputs: Outputs, console: Console
 ) -> tuple[list[QueryRecord], QueryRecord, float]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from punie.benchmark import params_agent, server_config
-    from punie.measure import run_queries, run_query
-    from punie.memory import ServerMemorySampler
-    from punie.queries import Query
-    from punie.training.server import ServerError, ServerProcess
-
     server_params = params.server
     config = server_config(params, model_path)
     max_turns = params.profile.max_turns
@@ -167,9 +167,7 @@ async def _measure(
     async with server:
         with ServerMemorySampler(server.pid) as memory:
             async with params_agent(params, server.base_url) as agent:
-                warm = await run_query(
-                    agent, Query(WARMUP_QUERY, "direct"), timeout_s=query_timeout_s, max_turns=2
-                )
+                warm = await run_query(agent, WARMUP, timeout_s=query_timeout_s, max_turns=2)
                 if warm.error is not None:
                     server.check_alive()
                     console.print(f"[yellow]warm-up query failed[/]: {warm.error}")
@@ -213,8 +211,6 @@ async def _measure(
 def _direct_floor(
     params: Params, model_path: str, records: list[QueryRecord], warmup: QueryRecord
 ) -> list[dict]:
-    from punie.direct import direct_prompts, run_direct
-
     turns = direct_prompts(records, warmup)
     if not any(t["timed"] for t in turns):
         return []
@@ -229,9 +225,6 @@ def _direct_floor(
 
 
 def _metrics(records: Sequence[QueryRecord], direct_rows: list[dict], peak_mb: float) -> dict:
-    from punie.direct import overhead_ratio
-    from punie.records import accuracy_by_set, summarize
-
     summary = summarize(records)
     flat: dict[str, Any] = {k: summary.get(k) for k in METRIC_KEYS}
     flat["pipeline_overhead_ratio"] = overhead_ratio(direct_rows)
@@ -275,9 +268,6 @@ def write_outputs(
     model_path: str,
     params: Params,
 ) -> dict[str, Any]:
-    from punie.records import summarize
-    from punie.results import write_json, write_rows, write_text_atomic
-
     metrics = _metrics(records, direct_rows, peak_mb)
     write_json(
         outputs.records,

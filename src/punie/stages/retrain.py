@@ -11,6 +11,7 @@ the gate says no.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import shutil
@@ -18,60 +19,73 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from punie.conciseness import GateDecision
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from punie import paths
+from punie.agent.queries import default_query_paths
 from punie.errors import StageError
-from punie.stages.concise import CONCISE_DIR, read_gate
+from punie.measurement.benchmark import measure_configs, record_printer, server_config
+from punie.measurement.records import accuracy_by_set, cut_off, summarize
+from punie.measurement.speculative import TokenizerMismatch, check_draft_tokenizer
+from punie.measurement.timing import load_cases
+from punie.models.conciseness import (
+    GateDecision,
+    accuracy_regressions,
+    candidate_faults,
+    checkpoint_name,
+    choose_candidate,
+    fuse_command,
+    longest_example,
+    lora_command,
+    lost_queries,
+    parse_lora_line,
+    read_gate,
+)
+from punie.params import load_params
+from punie.results import write_json
+from punie.serving.runtime import run_mlx
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from punie.benchmark import ConfigRun
+    from punie.measurement.benchmark import ConfigRun
     from punie.params import Params
 
-CONCISE_MODEL = Path("models/concise")
 MAIN_STANDS = "MAIN_MODEL_STANDS.json"
-RETRAIN_METRICS = Path("metrics/retrain.json")
-RETRAIN_LOGS = Path("logs/retrain")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=CONCISE_MODEL, help="fused model dir")
+    parser.add_argument("--out", type=Path, default=paths.CONCISE_MODEL, help="fused model dir")
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from punie.params import load_params
-
     return run_retrain(load_params(), read_gate(), args.out, Console())
 
 
 def run_retrain(params: Params, gate: GateDecision, out: Path, console: Console) -> int:
-    from punie.results import write_json
-
     if out.exists():
         shutil.rmtree(out)
     if not gate.retrain:
         out.mkdir(parents=True)
         marker = {"trained": False, "model": params.models.main, "reason": f"gate: {gate.reason}"}
         write_json(out / MAIN_STANDS, marker)
-        write_json(RETRAIN_METRICS, {"trained": False, "reason": f"gate: {gate.reason}"})
+        write_json(paths.RETRAIN_METRICS, {"trained": False, "reason": f"gate: {gate.reason}"})
         console.print(f"[bold]retrain[/]: skipped, the main model stands ({gate.reason})")
         return 0
-    data = CONCISE_DIR
+    data = paths.CONCISE_DATA
     if not (data / "train.jsonl").exists():
         raise StageError(
             f"{data}/train.jsonl: missing although the gate says retrain "
             f"(run `punie-lab concise-data`)"
         )
-    RETRAIN_LOGS.mkdir(parents=True, exist_ok=True)
-    adapters = RETRAIN_LOGS / "adapters"
+    paths.RETRAIN_LOGS.mkdir(parents=True, exist_ok=True)
+    adapters = paths.RETRAIN_LOGS / "adapters"
     train_lora(params, data, adapters, console)
     fused = fuse_candidates(params, adapters, console)
     try:
         choose_and_record(params, fused, out, console)
     finally:  # the kept candidate has moved to `out`; the others are not needed
-        shutil.rmtree(RETRAIN_LOGS / "fused", ignore_errors=True)
+        shutil.rmtree(paths.RETRAIN_LOGS / "fused", ignore_errors=True)
     return 0
 
 
@@ -86,12 +100,6 @@ def _model_layers(model: str) -> int | None:
 
 
 def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> None:
-    import yaml
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from punie.conciseness import longest_example, lora_command, parse_lora_line
-    from punie.mlx_runtime import run_mlx
-
     lora = params.conciseness.lora
     layers = _model_layers(params.models.main)
     if layers is not None and lora.num_layers > layers:
@@ -124,7 +132,7 @@ def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> 
         max_seq_length=lora.max_seq_length,
         save_every=math.gcd(*lora.iters),
     )
-    config_path = RETRAIN_LOGS / "lora_config.yaml"
+    config_path = paths.RETRAIN_LOGS / "lora_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     args += ["--config", str(config_path)]
     console.print(
@@ -156,46 +164,49 @@ def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> 
             if not interactive:  # DVC or CI log: one plain line per report
                 console.print(f"  iter {step.iteration}/{iters} {what} {step.loss:.3f}")
 
-        run_mlx(args, blas=params.runtime.blas, log_path=RETRAIN_LOGS / "lora.log", on_line=on_line)
+        run_mlx(
+            args,
+            blas=params.runtime.blas,
+            log_path=paths.RETRAIN_LOGS / "lora.log",
+            on_line=on_line,
+        )
     if not losses or not math.isfinite(losses[-1]):
         raise StageError(
             f"LoRA training loss is {losses[-1] if losses else 'missing'} (see "
-            f"{RETRAIN_LOGS / 'lora.log'}); lower conciseness.lora.learning_rate"
+            f"{paths.RETRAIN_LOGS / 'lora.log'}); lower conciseness.lora.learning_rate"
         )
-    from punie.conciseness import checkpoint_name
 
     missing = [n for n in lora.iters if not (adapters / checkpoint_name(n)).exists()]
     if missing or not (adapters / "adapter_config.json").exists():
         raise StageError(
             f"{adapters}: mlx_lm lora finished without the checkpoints of iterations {missing} "
-            f"(see {RETRAIN_LOGS / 'lora.log'})"
+            f"(see {paths.RETRAIN_LOGS / 'lora.log'})"
         )
 
 
 def fuse_candidates(params: Params, adapters: Path, console: Console) -> dict[int, Path]:
     """Each candidate's checkpoint fused into the main model, under logs/retrain/fused/i<n>."""
-    from punie.conciseness import checkpoint_name, fuse_command
-    from punie.mlx_runtime import run_mlx
-    from punie.speculative import TokenizerMismatch, check_draft_tokenizer
 
     fused: dict[int, Path] = {}
-    for root in (RETRAIN_LOGS / "candidates", RETRAIN_LOGS / "fused"):
+    for root in (paths.RETRAIN_LOGS / "candidates", paths.RETRAIN_LOGS / "fused"):
         shutil.rmtree(root, ignore_errors=True)
     for n in params.conciseness.lora.iters:
-        one = RETRAIN_LOGS / "candidates" / f"i{n}"  # `mlx_lm fuse` reads adapters.safetensors
+        one = (
+            paths.RETRAIN_LOGS / "candidates" / f"i{n}"
+        )  # `mlx_lm fuse` reads adapters.safetensors
         one.mkdir(parents=True)
         shutil.copy(adapters / "adapter_config.json", one)
         shutil.copy(adapters / checkpoint_name(n), one / "adapters.safetensors")
-        out = RETRAIN_LOGS / "fused" / f"i{n}"
+        out = paths.RETRAIN_LOGS / "fused" / f"i{n}"
         console.print(f"[bold]retrain[/]: fusing the adapters of iteration {n} into {out}")
         run_mlx(
             fuse_command(params.models.main, one, out),
             blas=params.runtime.blas,
-            log_path=RETRAIN_LOGS / f"fuse_i{n}.log",
+            log_path=paths.RETRAIN_LOGS / f"fuse_i{n}.log",
         )
         if not (out / "config.json").exists():
             raise StageError(
-                f"{out}: mlx_lm fuse did not write a model (see {RETRAIN_LOGS}/fuse_i{n}.log)"
+                f"{out}: mlx_lm fuse did not write a model (see {paths.RETRAIN_LOGS}/fuse_i{n}.log)"
             )
         try:  # the draft serves the concise model next: it must keep the main model's vocabulary
             check_draft_tokenizer(params.models.main, str(out))
@@ -210,14 +221,6 @@ def choose_and_record(
 ) -> dict[str, Any]:
     """Main vs every candidate through the real agent on seed + held-out; keep the candidate
     with the fewest completion tokens that loses no accuracy as `out`, or discard them all."""
-    import asyncio
-
-    from punie.benchmark import measure_configs, record_printer, server_config
-    from punie.conciseness import candidate_faults, choose_candidate, lost_queries
-    from punie.measure import load_cases
-    from punie.queries import default_query_paths
-    from punie.records import cut_off
-    from punie.results import write_json
 
     cases = load_cases(default_query_paths(params), ["seed", "heldout"])
     configs = {"main": server_config(params, params.models.main)}
@@ -235,13 +238,13 @@ def choose_and_record(
             cases,
             repeats=1,
             interleave=False,
-            log_dir=RETRAIN_LOGS,
+            log_dir=paths.RETRAIN_LOGS,
             on_record=record_printer(console, 7),
             concurrent=params.conciseness.parallel_servers,
         )
     )
     records = {label: [r.to_dict() for r in run.records] for label, run in runs.items()}
-    write_json(RETRAIN_LOGS / "records.json", records)  # what each model answered, for review
+    write_json(paths.RETRAIN_LOGS / "records.json", records)  # what each model answered, for review
     by_n = {n: retrain_metrics(runs["main"], runs[f"i{n}"]) for n in fused}
     main_cut = cut_off(runs["main"].records)["cut_off_turns"]
     for n, m in by_n.items():
@@ -263,7 +266,7 @@ def choose_and_record(
         return _discard(params, by_n, sweep, out, console)
     shutil.move(fused[chosen], out)
     metrics = {**by_n[chosen], "lora_iters": chosen, **sweep}
-    write_json(RETRAIN_METRICS, metrics)
+    write_json(paths.RETRAIN_METRICS, metrics)
     tokens = metrics["completion_tokens_mean_main"], metrics["completion_tokens_mean_concise"]
     console.print(
         f"[bold green]retrain[/]: kept iteration {chosen}: accuracy kept "
@@ -297,15 +300,13 @@ def _discard(
     """No candidate may replace the main model. When every one lost accuracy: fail, or
     (keep_main) leave a marker that the main model stands, so the regressed models are never
     benchmarked as "optimised"; when those that kept it answered no shorter, the marker only."""
-    from punie.conciseness import accuracy_regressions, candidate_faults
-    from punie.results import write_json
 
     faults = [f"iters {n}: {r}" for n, m in by_n.items() for r in candidate_faults(m)]
     regression = all(accuracy_regressions(m) for m in by_n.values())
     if regression:
         message = (
             f"ACCURACY REGRESSION: every concise candidate is less accurate than the main model "
-            f"({'; '.join(faults)}). None may replace the main model; see {RETRAIN_METRICS} "
+            f"({'; '.join(faults)}). None may replace the main model; see {paths.RETRAIN_METRICS} "
             "and try fewer conciseness.lora.iters or a lower learning_rate, or set "
             "conciseness.force: false."
         )
@@ -313,19 +314,20 @@ def _discard(
     else:
         message = (
             f"no concise candidate kept the main model's accuracy with shorter answers "
-            f"({'; '.join(faults)}); see {RETRAIN_METRICS} and try more conciseness.lora.iters."
+            f"({'; '.join(faults)}); see {paths.RETRAIN_METRICS} and try more "
+            "conciseness.lora.iters."
         )
         reason = "no candidate answered shorter without losing accuracy; discarded"
     fewest = min(by_n)  # the least changed candidate stands for the sweep in the flat keys
     metrics = {**by_n[fewest], "lora_iters": fewest, **sweep}
     if regression and params.conciseness.on_regression == "fail":
-        write_json(RETRAIN_METRICS, metrics)
+        write_json(paths.RETRAIN_METRICS, metrics)
         raise StageError(message)
     out.mkdir(parents=True)
     marker = {"trained": False, "model": params.models.main, "reason": reason}
     write_json(out / MAIN_STANDS, {**marker, "regressions": faults})
     metrics = {**metrics, "trained": False, "regression": regression, "reason": reason}
-    write_json(RETRAIN_METRICS, metrics)
+    write_json(paths.RETRAIN_METRICS, metrics)
     style = "bold red" if regression else "bold yellow"
     console.print(f"[{style}]{message}[/]\n[{style}]retrain: the main model stands[/]")
     print(f"punie-lab retrain: WARNING: {message} The main model stands.", file=sys.stderr)
@@ -333,8 +335,6 @@ def _discard(
 
 
 def retrain_metrics(main: ConfigRun, concise: ConfigRun) -> dict[str, Any]:
-    from punie.records import accuracy_by_set, summarize
-
     out: dict[str, Any] = {"trained": True}
     for label, run in (("main", main), ("concise", concise)):
         s = summarize(run.records)

@@ -8,8 +8,8 @@ only once); the draft server takes k per request (`num_draft_tokens` in the JSON
 one server covers every k. Configurations alternate in a staggered round robin: in round t
 configuration i runs query t-i, so drift on a busy machine falls on all alike and no
 configuration finds another's answer to the same query in the draft server's prompt cache.
-Then, servers stopped, `punie.spec_probe` measures acceptance and each model's decode cost
-in-process on the prompts the agent actually sent. Results:
+Then, servers stopped, `punie.measurement.spec_probe` measures acceptance and each model's decode
+cost in-process on the prompts the agent actually sent. Results:
 `results/speculative/{baseline,k<k>}.json`.
 
 `punie-lab speculative-report` (`punie.stages.speculative_report`) aggregates them.
@@ -28,22 +28,33 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
+from punie import paths
+from punie.agent.production import build_agent, openai_model
+from punie.agent.queries import WARMUP, QueryFileError, default_query_paths, load_queries
+from punie.agent.tools import Workspace, workspace_toolset
 from punie.errors import StageError
+from punie.measurement.benchmark import server_config
+from punie.measurement.memory import ServerMemorySampler
+from punie.measurement.records import summarize
+from punie.measurement.spec_probe import ProbeError, ProbeRequest, run_probe
+from punie.measurement.speculative import (
+    CONTROL_FILE,
+    TokenizerMismatch,
+    check_draft_tokenizer,
+    first_difference_index,
+)
+from punie.measurement.text_clock import TextClock, text_decode
+from punie.measurement.timing import Case, TimedModel, TimedToolset, TimingTransport, run_query
+from punie.params import load_params
 from punie.results import write_json
-from punie.speculative import TokenizerMismatch, check_draft_tokenizer, first_difference_index
-from punie.text_clock import TextClock, text_decode
+from punie.serving.server import ServerError, ServerProcess
 
 if TYPE_CHECKING:
     from pydantic_ai import Agent
 
-    from punie.measure import Case
+    from punie.measurement.records import QueryRecord
     from punie.params import Params
-    from punie.records import QueryRecord
-    from punie.training.server_config import ServerConfig
-
-RESULTS = Path("results/speculative")
-WARMUP_QUERY = "Say hello."
-CONTROL = "control_k0.json"  # the draft server with num_draft_tokens=0
+    from punie.serving.config import ServerConfig
 
 
 def method(interleave: bool) -> str:
@@ -70,15 +81,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=RESULTS,
+        default=paths.SPECULATIVE_RESULTS,
         metavar="DIR",
-        help=f"per-configuration results directory (default: {RESULTS})",
+        help=f"per-configuration results directory (default: {paths.SPECULATIVE_RESULTS})",
     )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from punie.params import load_params
-
     return benchmark(load_params(), args.out, args.queries)
 
 
@@ -117,9 +126,6 @@ class _Config:
 @contextlib.asynccontextmanager
 async def _agent(params: Params, base_url: str, k: int | None) -> AsyncGenerator[_Config]:
     """The production agent with measure's timing wrappers and a text clock."""
-    from punie.agent import build_agent, openai_model
-    from punie.measure import TimedModel, TimedToolset, TimingTransport
-    from punie.tools import Workspace, workspace_toolset
 
     clock = TextClock()
     timeout = params.server.request_timeout_s
@@ -142,7 +148,6 @@ async def _agent(params: Params, base_url: str, k: int | None) -> AsyncGenerator
 def _draft_server_config(params: Params, draft: str, k: int) -> ServerConfig:
     """The main+draft server; its prompt cache per `speculative.draft_prompt_cache_size`
     (see params.yaml: mlx-lm's cache reuse after speculative generation changes answers)."""
-    from punie.benchmark import server_config
 
     config = server_config(params, params.models.main, draft, k)
     size = params.speculative.draft_prompt_cache_size
@@ -160,7 +165,6 @@ async def _measure(
     """Every configuration on every case. `speculative.interleave`: the baseline and the draft
     server up together, configurations alternating; otherwise the baseline server alone
     first, then the draft server alone (its k configurations still alternate)."""
-    from punie.benchmark import server_config
 
     draft = params.models.draft
     assert draft is not None
@@ -192,10 +196,6 @@ async def _measure_group(
     log_dir: Path,
 ) -> tuple[list[_Config], dict[str, float]]:
     """`servers` up at once; configuration k (None: baseline) on every case, staggered."""
-    from punie.measure import run_query
-    from punie.memory import ServerMemorySampler
-    from punie.queries import Query
-    from punie.training.server import ServerError, ServerProcess
 
     timeout = params.server.request_timeout_s * params.profile.max_turns
     peak: dict[str, float] = {}
@@ -216,7 +216,7 @@ async def _measure_group(
             for k in ks
         ]
         for c in configs:  # untimed: the first requests pay for lazy loading
-            await run_query(c.agent, Query(WARMUP_QUERY, "direct"), timeout_s=timeout)
+            await run_query(c.agent, WARMUP, timeout_s=timeout)
         runs = [(case, r) for r in range(params.speculative.repeats) for case in cases]
         for i, j in staggered_schedule(len(runs), len(configs)):
             c, (case, repeat) = configs[i], runs[j]
@@ -267,8 +267,6 @@ def first_difference(a: str, b: str, context: int = 60) -> dict[str, Any]:
 
 
 def _summary(c: _Config, peak_rss_mb: float) -> dict[str, Any]:
-    from punie.records import summarize
-
     s = summarize(c.records)
     tokens = sum(n for n, _ in c.decode)
     seconds = sum(t for _, t in c.decode)
@@ -291,9 +289,6 @@ def _summary(c: _Config, peak_rss_mb: float) -> dict[str, Any]:
 
 
 def _load_cases(params: Params, paths: Sequence[Path] | None) -> list[Case]:
-    from punie.measure import Case
-    from punie.queries import QueryFileError, default_query_paths, load_queries
-
     named = (
         [(p, p.stem) for p in paths]
         if paths
@@ -329,8 +324,6 @@ def check_draft(params: Params) -> str:
 
 
 def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) -> int:
-    from punie.spec_probe import ProbeError, ProbeRequest, run_probe
-
     draft = check_draft(params)
     ks = list(dict.fromkeys(params.speculative.num_draft_tokens))
     cases = _load_cases(params, queries)
@@ -390,7 +383,7 @@ def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) 
     answers = {(r.label, r.repeat): _answer(r) for r in base.records}
     for c in configs[1:]:
         assert c.k is not None
-        name = CONTROL if c.k == 0 else f"k{c.k}.json"
+        name = CONTROL_FILE if c.k == 0 else f"k{c.k}.json"
         mismatches = [r for r in c.records if answers.get((r.label, r.repeat)) != _answer(r)]
         example = None
         if mismatches:
@@ -414,5 +407,5 @@ def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) 
             },
         )
     print(f"wrote {out}: baseline.json, {', '.join(f'k{k}.json' for k in ks)}", end="")
-    print(f", {CONTROL}" if params.speculative.control else "")
+    print(f", {CONTROL_FILE}" if params.speculative.control else "")
     return 0

@@ -11,33 +11,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from punie import paths
 from punie.errors import StageError
-from punie.results import read_json, write_json, write_rows, write_text_atomic
-from punie.speculative import (
-    CHOICE_FILE,
+from punie.measurement.speculative import (
+    CONTROL_FILE,
     Choice,
     ConfigRow,
     acceptance_needed,
     choose_configuration,
     predicted_speedup,
 )
-from punie.stages.speculative import CONTROL, RESULTS
+from punie.params import load_params
+from punie.results import read_json, write_json, write_rows, write_text_atomic
 
 if TYPE_CHECKING:
     from punie.params import Params
-
-METRICS = Path("metrics/speculative.json")
-BY_K = Path("metrics/speculative_by_k.json")
-REPORT = Path("reports/speculative.md")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--results",
         type=Path,
-        default=RESULTS,
+        default=paths.SPECULATIVE_RESULTS,
         metavar="DIR",
-        help=f"per-configuration results to aggregate (default: {RESULTS})",
+        help=f"per-configuration results to aggregate (default: {paths.SPECULATIVE_RESULTS})",
     )
     parser.add_argument(
         "--out",
@@ -48,15 +45,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from punie.params import load_params
-
     params = load_params()
     base = args.out or Path()
     outputs = {
-        "metrics": base / METRICS,
-        "by_k": base / BY_K,
-        "choice": base / CHOICE_FILE,
-        "report": base / REPORT,
+        "metrics": base / paths.SPECULATIVE_METRICS,
+        "by_k": base / paths.SPECULATIVE_BY_K,
+        "choice": base / paths.SPECULATIVE_CHOICE,
+        "report": base / paths.SPECULATIVE_REPORT,
     }
     report(params, args.results, outputs)
     return 0
@@ -145,7 +140,7 @@ def _row(k: int | None, s: dict[str, Any]) -> ConfigRow:
 def report(params: Params, results: Path, outputs: dict[str, Path]) -> None:
     ks = params.speculative.num_draft_tokens
     baseline, per_k = load_results(results, ks)
-    control = _read(results / CONTROL) if params.speculative.control else None
+    control = _read(results / CONTROL_FILE) if params.speculative.control else None
     b = baseline["summary"]
     rows = by_k_rows(baseline, per_k, control)
     base_row = _row(None, b)

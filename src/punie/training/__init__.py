@@ -1,1 +1,3 @@
-"""Serving and training helpers around mlx-lm (names kept from the Phase 21 plan)."""
+"""The seed plan's names (`punie.training.server_config.ServerConfig`,
+`punie.training.server.build_server_command`, `ServerProcess`), kept as re-exports of
+`punie.serving`."""

@@ -1,0 +1,86 @@
+"""Query sets (YAML) -> typed records.
+
+A file is a YAML list of entries: `query` (text), `expect` (`tool` or `direct`) and, for tool
+queries only, `tool` (the tool a sensible agent calls first). Errors name the file, the entry
+index and the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+if TYPE_CHECKING:
+    from punie.params import Params
+
+TOOL_NAMES = ("run_command", "read_file")
+_KEYS = ("query", "expect", "tool")
+
+
+class QueryFileError(ValueError):
+    """A query file is missing or invalid; the message names the file, entry and field."""
+
+
+@dataclass(frozen=True)
+class Query:
+    query: str
+    expect: Literal["tool", "direct"]
+    tool: str | None = None
+
+
+# One untimed query before any timed one: the first request pays for lazy loading and
+# kernel compilation on the server.
+WARMUP = Query("Say hello.", "direct")
+
+
+def _parse_entry(entry: Any, where: str) -> Query:
+    if not isinstance(entry, dict):
+        raise QueryFileError(f"{where}: expected a mapping with query/expect/tool")
+    for key in entry:
+        if key not in _KEYS:
+            raise QueryFileError(f"{where}: {key}: unknown key (allowed: {', '.join(_KEYS)})")
+    text = entry.get("query")
+    if not isinstance(text, str) or not text.strip():
+        raise QueryFileError(f"{where}: query: required non-empty string")
+    expect = entry.get("expect")
+    tool = entry.get("tool")
+    if expect == "tool":
+        if tool is None:
+            raise QueryFileError(f"{where}: tool: required when expect is 'tool'")
+        if tool not in TOOL_NAMES:
+            raise QueryFileError(
+                f"{where}: tool: unknown tool {tool!r} (known: {', '.join(TOOL_NAMES)})"
+            )
+        return Query(text.strip(), "tool", tool)
+    if expect == "direct":
+        if tool is not None:
+            raise QueryFileError(f"{where}: tool: must be absent when expect is 'direct'")
+        return Query(text.strip(), "direct", None)
+    raise QueryFileError(f"{where}: expect: must be 'tool' or 'direct' (got {expect!r})")
+
+
+def load_queries(path: Path | str) -> list[Query]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise QueryFileError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise QueryFileError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, list) or not data:
+        raise QueryFileError(f"{path}: expected a non-empty YAML list of queries")
+    queries = [_parse_entry(entry, f"{path}: entry {i}") for i, entry in enumerate(data)]
+    seen: set[str] = set()
+    for i, q in enumerate(queries):
+        if q.query in seen:
+            raise QueryFileError(f"{path}: entry {i}: query: duplicate {q.query!r}")
+        seen.add(q.query)
+    return queries
+
+
+def default_query_paths(params: Params) -> list[Path]:
+    """[seed discrimination set, held-out set] as configured in params.yaml."""
+    return [Path(params.queries.seed), Path(params.queries.heldout)]

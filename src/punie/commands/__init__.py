@@ -1,0 +1,1 @@
+"""Commands of `punie-lab` that are not DVC stages: checks, benchmarks and writers."""

@@ -1,0 +1,208 @@
+"""`punie-lab eval`: the built models' figures, through the real pipeline.
+
+- Accuracy: every query runs through `mlx_lm server` + the production agent + its tools
+  (punie.measurement.timing); per set: tool-vs-direct decision, right first tool, tool
+  arguments that parse into the tool's required string argument.
+- Draft: acceptance and the draft/main per-token cost ratio c, in-process with mlx-lm on the
+  held-out queries' recorded requests (punie.measurement.spec_probe).
+- Decision margin: P(`<tool_call>`) at the first token for every query set and for training
+  queries (punie.measurement.decision_probe): underfit and not generalising look different there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from punie import paths
+from punie.agent.queries import default_query_paths, load_queries
+from punie.errors import StageError
+from punie.measurement.benchmark import params_agent, server_config
+from punie.measurement.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
+from punie.measurement.timing import Case, run_queries
+from punie.models.corpus import read_jsonl
+from punie.params import Models, load_params
+from punie.results import write_json
+from punie.serving.runtime import MlxCommandError, run_mlx
+from punie.serving.server import ServerProcess
+
+if TYPE_CHECKING:
+    from punie.measurement.records import QueryRecord
+    from punie.params import Params
+
+REQUIRED_ARG = {"run_command": "command", "read_file": "path"}
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--main", help="main model to check (default: params models.main)")
+    parser.add_argument("--draft", help="draft to check (default: params models.draft)")
+    parser.add_argument(
+        "--queries",
+        action="append",
+        type=Path,
+        help="query file(s) (default: the seed and held-out sets from params.yaml)",
+    )
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    params = load_params()
+    models = Models(main=args.main or params.models.main, draft=args.draft or params.models.draft)
+    return evaluate(params.model_copy(update={"models": models}), args.queries)
+
+
+def args_parse(record: QueryRecord) -> bool:
+    """The first tool call carries its required argument as a non-empty string."""
+    if not record.tools_called:
+        return False
+    call = record.tools_called[0]
+    value = (call.get("args") or {}).get(REQUIRED_ARG.get(call["name"], ""), None)
+    return isinstance(value, str) and bool(value.strip())
+
+
+def set_figures(records: Sequence[QueryRecord]) -> dict[str, Any]:
+    tool_q = [r for r in records if r.expect == "tool"]
+    calls = [r for r in records if r.decision == "tool"]
+    return {
+        "queries": len(records),
+        "decision_correct": sum(r.decision == r.expect for r in records),
+        "decision_accuracy": sum(r.decision == r.expect for r in records) / len(records),
+        "tool_name_accuracy": (
+            sum(r.first_tool == r.expected_tool for r in tool_q) / len(tool_q) if tool_q else None
+        ),
+        "args_parse_rate": sum(args_parse(r) for r in calls) / len(calls) if calls else None,
+        "errors": sum(r.error is not None for r in records),
+    }
+
+
+async def run_accuracy(params: Params, cases: Sequence[Case]) -> list[QueryRecord]:
+    def show(r: QueryRecord) -> None:
+        ok = (
+            "ok "
+            if r.decision == r.expect and (r.expect == "direct" or r.first_tool == r.expected_tool)
+            else "BAD"
+        )
+        call = json.dumps(r.tools_called[0]) if r.tools_called else (r.output or "")[:70]
+        print(f"  {ok} [{r.set}] {r.query[:50]:<50} -> {r.decision} {call[:110]}", flush=True)
+
+    config = server_config(params, params.models.main)
+    async with (
+        ServerProcess(
+            config, ready_timeout_s=params.server.ready_timeout_s, blas=params.runtime.blas
+        ) as server,
+        params_agent(params, server.base_url) as agent,
+    ):
+        return await run_queries(
+            agent, cases, timeout_s=params.server.request_timeout_s, max_turns=4, on_record=show
+        )
+
+
+def training_cases(path: Path, limit: int = 200) -> list[dict[str, Any]]:
+    """Decision-probe cases from the corpus's single-turn rows (the user's first question)."""
+
+    cases = []
+    for row in read_jsonl(path):
+        if len(row["messages"]) != 3:  # system, user, assistant: a first-turn decision
+            continue
+        expect = "tool" if row["messages"][-1].get("tool_calls") else "direct"
+        body = {"messages": row["messages"][:-1], "tools": row.get("tools")}
+        query = row["messages"][1].get("content", "")
+        cases.append({"set": "train", "expect": expect, "query": query, "body": body})
+    return cases[:limit]
+
+
+def decision_margins(
+    params: Params, records: Sequence[QueryRecord], workdir: Path
+) -> dict[str, Any]:
+    """Run punie.measurement.decision_probe on the main model: first-token figures per set."""
+
+    cases = [
+        {"set": r.set, "expect": r.expect, "query": r.query, "body": probe_body(b)}
+        for r in records
+        if r.requests and (b := r.requests[0]) is not None
+    ]
+    if (paths.CORPUS / "train.jsonl").exists():
+        cases = training_cases(paths.CORPUS / "train.jsonl") + cases
+    request = {
+        "model": params.models.main,
+        "cases": cases,
+        "chat_template_args": dict(params.server.chat_template_args),
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    req_path, out_path = workdir / "decision_request.json", workdir / "decision_result.json"
+    req_path.write_text(json.dumps(request))
+    out_path.unlink(missing_ok=True)
+    run_mlx(
+        [str(req_path), str(out_path)],
+        module="punie.measurement.decision_probe",
+        blas=params.runtime.blas,
+        log_path=workdir / "decision_probe.log",
+    )
+    result = json.loads(out_path.read_text())
+    for name, figs in result.items():  # which decisions a small change would flip first
+        edge = ", ".join(
+            f"{c['query']!r} ({c['expect']}, P {c['p_tool']:.2f})" for c in figs["closest"]
+        )
+        print(f"  {name}: closest to the edge: {edge}")
+    skip = {"queries", "closest"}
+    return {f"{s}_{k}": v for s, figs in result.items() for k, v in figs.items() if k not in skip}
+
+
+def evaluate(
+    params: Params, query_files: Sequence[Path] | None = None, max_prompts: int = 40
+) -> int:
+    if not params.models.draft:
+        raise StageError("models.draft is not set: nothing to evaluate the draft against")
+    files = list(query_files or default_query_paths(params))
+    cases = [Case(p.stem, p.stem, q) for p in files for q in load_queries(p)]
+    print(f"eval: {len(cases)} queries through mlx_lm server + agent + tools")
+    records = asyncio.run(run_accuracy(params, cases))
+    figures: dict[str, Any] = {"main": params.models.main, "draft": params.models.draft}
+    for p in files:
+        for k, v in set_figures([r for r in records if r.set == p.stem]).items():
+            figures[f"{p.stem}_{k}"] = v
+    print("eval: first-token decision margin (P(<tool_call>)) per query set")
+    try:
+        figures.update(decision_margins(params, records, Path("logs/eval")))
+    except MlxCommandError as e:
+        raise StageError(f"decision probe failed: {e}") from None
+    # Acceptance on the last set's (held-out) recorded requests: every turn's prompt.
+    bodies = [
+        probe_body(b)
+        for r in records
+        if r.set == files[-1].stem
+        for b in r.requests
+        if b is not None
+    ]
+    bodies = bodies[:max_prompts]
+    ks = list(dict.fromkeys(params.speculative.num_draft_tokens))
+    print(f"eval: draft acceptance on {len(bodies)} recorded prompts, k in {ks}")
+    try:
+        probe = run_probe(
+            ProbeRequest(
+                params.models.main,
+                params.models.draft,
+                bodies,
+                ks,
+                params.server.max_tokens,
+                dict(params.server.chat_template_args),
+                verify_reps=5,
+            ),
+            Path("logs/eval"),
+            blas=params.runtime.blas,
+        )
+    except ProbeError as e:
+        raise StageError(f"draft acceptance probe failed: {e}") from None
+    figures["cost_ratio_c"] = probe["cost_ratio"]
+    figures["main_token_ms"] = probe["main_token_s"] * 1000
+    figures["draft_token_ms"] = probe["draft_token_s"] * 1000
+    for k, v in probe["by_k"].items():
+        figures[f"k{k}_acceptance_rate"] = v.get("acceptance_rate")
+        figures[f"k{k}_inprocess_speedup"] = v.get("inprocess_speedup")
+        figures[f"k{k}_token_mismatches"] = v.get("token_mismatches")
+    write_json(paths.BOOTSTRAP_EVAL, figures)
+    print(json.dumps(figures, indent=2))
+    return 0

@@ -1,0 +1,203 @@
+"""Run the same queries through the production agent on several server configurations.
+
+Used by the retrain accuracy check and the final benchmark. With `interleave`, every server
+is up at once and each query runs on every configuration back to back (A B A B ...), so slow
+drift of a shared CPU hits all configurations alike. Without it, configurations run one
+after the other, one server at a time: the only way two 20 GB models fit in 32 GB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from punie.agent.queries import WARMUP
+from punie.measurement.memory import ServerMemorySampler
+from punie.measurement.timing import run_query, timed_agent
+from punie.serving.config import ServerConfig
+from punie.serving.server import ServerError, ServerProcess
+
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
+    from pydantic_ai import Agent
+    from rich.console import Console
+
+    from punie.measurement.records import QueryRecord
+    from punie.measurement.timing import Case
+    from punie.params import Params
+
+
+def server_config(
+    params: Params, model_path: str, draft: str | None = None, k: int | None = None
+) -> ServerConfig:
+    """The lab's server settings (params `server`) for one model, optionally with a draft.
+
+    A draft server takes `speculative.draft_prompt_cache_size`: mlx-lm 0.32.2 stores a
+    speculative generation's prompt cache one token off, so reusing it changes greedy answers
+    (found by the speculative stage).
+    """
+
+    s = params.server
+    cache = s.prompt_cache_size
+    if draft and params.speculative.draft_prompt_cache_size is not None:
+        cache = params.speculative.draft_prompt_cache_size
+    return ServerConfig(
+        model_path=model_path,
+        host=s.host,
+        temp=s.temp,
+        max_tokens=s.max_tokens,
+        prompt_cache_size=cache,
+        chat_template_args=s.chat_template_args or None,
+        draft_model=draft,
+        num_draft_tokens=k if draft else None,
+    )
+
+
+def params_agent(params: Params, base_url: str) -> AbstractAsyncContextManager[Agent[None, str]]:
+    """`measure.timed_agent` with the lab's agent and server settings (params `agent`, `server`)."""
+
+    return timed_agent(
+        base_url,
+        Path(params.agent.workspace),
+        request_timeout_s=params.server.request_timeout_s,
+        tool_timeout_s=params.agent.tool_timeout_s,
+        tool_output_cap=params.agent.tool_output_cap,
+        max_tokens=params.server.max_tokens,
+    )
+
+
+@dataclass
+class ConfigRun:
+    """What one configuration produced: its records and its server's peak memory."""
+
+    label: str
+    config: ServerConfig
+    records: list[QueryRecord] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+
+
+@dataclass
+class _Live:
+    run: ConfigRun
+    server: ServerProcess
+    memory: ServerMemorySampler
+    agent: Any
+
+
+async def _start(
+    stack: contextlib.AsyncExitStack, params: Params, run: ConfigRun, log_dir: Path
+) -> _Live:
+    server = ServerProcess(
+        run.config,
+        log_path=log_dir / f"{run.label}-server.log",
+        ready_timeout_s=params.server.ready_timeout_s,
+        blas=params.runtime.blas,
+    )
+    await stack.enter_async_context(server)
+    memory = stack.enter_context(ServerMemorySampler(server.pid))
+    agent = await stack.enter_async_context(params_agent(params, server.base_url))
+    # One untimed query first: the first request pays for lazy loading and compilation.
+    await run_query(agent, WARMUP, timeout_s=_query_timeout(params))
+    return _Live(run, server, memory, agent)
+
+
+def _query_timeout(params: Params) -> float:
+    return params.server.request_timeout_s * params.profile.max_turns
+
+
+async def _run_one(params: Params, live: _Live, case: Case, repeat: int) -> QueryRecord:
+    record = await run_query(
+        live.agent,
+        case.query,
+        label=case.label,
+        set_name=case.set,
+        repeat=repeat,
+        timeout_s=_query_timeout(params),
+        max_turns=params.profile.max_turns,
+    )
+    if record.error is not None and not live.server.is_alive():
+        raise ServerError(
+            f"{live.run.label} server died during {case.label}: {record.error}; "
+            f"log: {live.server.log_path}"
+        )
+    if record.error is not None:
+        # A frozen server would cost every later query its full timeout.
+        live.server.check_responsive(after=f"{live.run.label} {case.label}: {record.error}")
+    live.run.records.append(record)
+    return record
+
+
+def record_printer(console: Console, label_width: int) -> Callable[[str, QueryRecord], None]:
+    """An `on_record` that prints one progress line per query: configuration, query, time,
+    completion tokens and the verdict."""
+
+    def show(label: str, r: QueryRecord) -> None:
+        mark = "ok" if r.correct else ("ERROR " + r.error[:60] if r.error else "WRONG")
+        console.print(
+            f"  {label:<{label_width}} {r.label:<11} {r.total_s:6.2f}s "
+            f"{r.completion_tokens:4d} tok {mark}"
+        )
+
+    return show
+
+
+async def measure_configs(
+    params: Params,
+    configs: Mapping[str, ServerConfig],
+    cases: Sequence[Case],
+    *,
+    repeats: int,
+    interleave: bool,
+    log_dir: Path,
+    on_record: Callable[[str, QueryRecord], None] | None = None,
+    concurrent: int = 1,
+) -> dict[str, ConfigRun]:
+    """Every case `repeats` times on every configuration; records keep the case order.
+
+    `interleave`: every server up at once, one query at a time, configurations alternating.
+    Otherwise one server per configuration, `concurrent` of them running at the same time:
+    only for comparing answers (accuracy, tokens), since they share the machine's cores.
+    """
+    runs = {label: ConfigRun(label, config) for label, config in configs.items()}
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def note(label: str, record: QueryRecord) -> None:
+        if on_record is not None:
+            on_record(label, record)
+
+    if interleave:
+        async with contextlib.AsyncExitStack() as stack:
+            lives = [await _start(stack, params, run, log_dir) for run in runs.values()]
+            for repeat in range(repeats):
+                for case in cases:
+                    for live in lives:
+                        note(live.run.label, await _run_one(params, live, case, repeat))
+            for live in lives:
+                live.server.check_alive()
+                live.run.peak_rss_mb = live.memory.peak_rss_mb
+    else:
+        slots = asyncio.Semaphore(max(concurrent, 1))
+
+        async def one(run: ConfigRun) -> None:
+            async with slots, contextlib.AsyncExitStack() as stack:
+                live = await _start(stack, params, run, log_dir)
+                for repeat in range(repeats):
+                    for case in cases:
+                        note(run.label, await _run_one(params, live, case, repeat))
+                live.server.check_alive()
+                run.peak_rss_mb = live.memory.peak_rss_mb
+
+        tasks = [asyncio.ensure_future(one(run)) for run in runs.values()]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # the first error as raised; the others stop their servers
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+    return runs

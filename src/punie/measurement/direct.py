@@ -1,0 +1,170 @@
+"""The direct floor: the same prompts and token counts, generated in-process by mlx-lm.
+
+For every model turn the agent made, the exact request body it sent (messages and tool
+schemas) is rendered with the model's chat template, as the server does, and generated with
+`mlx_lm.stream_generate` for the number of tokens the server produced. A prompt cache is
+kept across turns and trimmed to the common prefix, like the server's own cache, so the
+floor gets the same prefix reuse the pipeline got. Pipeline generation time / direct time
+is the pipeline's overhead ratio.
+
+Runs in a subprocess (`python -m punie.measurement.direct MODEL IN.json OUT.json`) with the
+same BLAS preload as the server, while the server is stopped, so both see the same machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from punie.results import read_json, write_json
+from punie.serving.render import prompt_ids
+from punie.serving.runtime import MlxCommandError, mlx_env
+
+if TYPE_CHECKING:
+    from punie.measurement.records import QueryRecord
+
+
+def direct_prompts(
+    records: Sequence[QueryRecord], warmup: QueryRecord | None = None
+) -> list[dict[str, Any]]:
+    """Turns to replay: every finished turn with its request body and completion tokens.
+
+    The warm-up query's turns come first, untimed, so the floor's prompt cache starts
+    where the server's did."""
+    turns: list[dict[str, Any]] = []
+    replay = [(-1, warmup)] if warmup is not None else []
+    for r_index, record in [*replay, *enumerate(records)]:
+        for turn, body in zip(record.turns, record.requests, strict=False):
+            if body is None or turn.error is not None or turn.completion_tokens < 1:
+                continue
+            turns.append(
+                {
+                    "record": r_index,
+                    "turn": turn.index,
+                    "label": record.label,
+                    "body": body,
+                    "completion_tokens": turn.completion_tokens,
+                    "pipeline_s": turn.duration_s,
+                    "timed": r_index >= 0,
+                }
+            )
+    return turns
+
+
+def run_direct(
+    model_path: str,
+    turns: list[dict[str, Any]],
+    work_dir: Path,
+    *,
+    blas: str = "auto",
+    chat_template_args: dict[str, Any] | None = None,
+    timeout_s: float = 1800.0,
+) -> list[dict[str, Any]]:
+    """Time each turn directly in a subprocess; returns one timing row per input turn."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    src, dst = work_dir / "direct_in.json", work_dir / "direct_out.json"
+    write_json(src, {"chat_template_args": chat_template_args or {}, "turns": turns})
+    dst.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "punie.measurement.direct", model_path, str(src), str(dst)]
+    try:
+        proc = subprocess.run(
+            cmd,
+            env=mlx_env(blas),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise MlxCommandError(f"direct generation took longer than {timeout_s:g}s") from None
+    if proc.returncode != 0 or not dst.exists():
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise MlxCommandError(f"direct generation exited with {proc.returncode}:\n{tail}")
+    return read_json(dst)["turns"]
+
+
+def overhead_ratio(rows: Sequence[dict[str, Any]]) -> float | None:
+    """Pipeline generation time / direct time, over the turns both timed."""
+    pipeline = sum(r["pipeline_s"] for r in rows)
+    direct = sum(r["direct_s"] for r in rows)
+    return pipeline / direct if direct > 0 else None
+
+
+def _time_turns(model_path: str, turns: list[dict[str, Any]], template_args: dict[str, Any]):
+    from mlx_lm import load, stream_generate
+    from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+    from mlx_lm.sample_utils import make_sampler
+
+    loaded = load(model_path)  # (model, tokenizer[, config])
+    model, tokenizer = loaded[0], loaded[1]
+    sampler = make_sampler(temp=0.0)
+    # Warm-up (not timed), as the server's readiness check warms it.
+    for _ in stream_generate(model, tokenizer, prompt=[0, 1, 2], max_tokens=2, sampler=sampler):
+        pass
+    cache: list[Any] = make_prompt_cache(model)
+    cached: list[int] = []
+    rows = []
+    for turn in turns:
+        prompt = prompt_ids(tokenizer, turn["body"], template_args)
+        # Reuse the longest common prefix (at least one token must be processed).
+        common = 0
+        for a, b in zip(cached, prompt, strict=False):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(prompt) - 1)
+        if common < len(cached):
+            if can_trim_prompt_cache(cache):
+                trim_prompt_cache(cache, len(cached) - common)
+            else:
+                cache, common = make_prompt_cache(model), 0
+        start = time.perf_counter()
+        generated: list[int] = []
+        for response in stream_generate(
+            model,
+            tokenizer,
+            prompt=prompt[common:],
+            max_tokens=turn["completion_tokens"],
+            sampler=sampler,
+            prompt_cache=cache,
+        ):
+            generated.append(response.token)
+        elapsed = time.perf_counter() - start
+        cached = (prompt + generated)[: cache[0].offset]
+        if not turn.get("timed", True):
+            continue
+        rows.append(
+            {
+                "record": turn["record"],
+                "turn": turn["turn"],
+                "label": turn["label"],
+                "prompt_tokens": len(prompt),
+                "cached_tokens": common,
+                "completion_tokens": turn["completion_tokens"],
+                "direct_tokens": len(generated),
+                "pipeline_s": turn["pipeline_s"],
+                "direct_s": elapsed,
+            }
+        )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 3:
+        print("usage: python -m punie.measurement.direct MODEL IN.json OUT.json", file=sys.stderr)
+        return 2
+    model_path, src, dst = args
+    data = read_json(Path(src))
+    rows = _time_turns(model_path, data["turns"], data.get("chat_template_args") or {})
+    write_json(Path(dst), {"turns": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The embedded models: corpus, tokenizer, model shapes, training and distillation."""

@@ -1,0 +1,223 @@
+"""Conciseness training: the gate's decision, short answers, LoRA progress and commands.
+
+The gate writes only its decision and a reason that states the comparison, never the
+measured share: a re-profile that moves the share from 0.93 to 0.91 leaves `gate.json`
+byte-identical, so DVC does not rebuild the data set or retrain. The share itself is in
+`metrics/profile.json` and is quoted in the final report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from punie import paths
+from punie.errors import StageError
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    retrain: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"retrain": self.retrain, "reason": self.reason}
+
+
+def decide_gate(
+    generation_share: float | None, threshold: float, force: bool | None
+) -> GateDecision:
+    """Retrain only when generation is *more* than `threshold` of latency (the seed's rule).
+
+    `force` (params `conciseness.force`) overrides the measurement either way; exactly at
+    the threshold is not "more than", so it does not retrain.
+    """
+    if force is not None:
+        word = "retrain" if force else "skip"
+        return GateDecision(force, f"forced to {word} by conciseness.force={str(force).lower()}")
+    if generation_share is None:
+        raise ValueError("generation_share is required when conciseness.force is null")
+    if not 0.0 <= generation_share <= 1.0:
+        raise ValueError(f"generation_share must be within [0, 1], got {generation_share}")
+    if generation_share > threshold:
+        return GateDecision(True, f"generation share above {threshold:.2f}")
+    return GateDecision(False, f"generation share at or below {threshold:.2f}")
+
+
+def gate_from_json(data: Any, source: Path = paths.GATE) -> GateDecision:
+    """Read a gate decision back; errors name the file and the key."""
+    if not isinstance(data, dict) or not isinstance(data.get("retrain"), bool):
+        raise ValueError(f"{source}: expected {{'retrain': bool, 'reason': str}}, got {data!r}")
+    return GateDecision(data["retrain"], str(data.get("reason", "")))
+
+
+def read_gate(path: Path = paths.GATE) -> GateDecision:
+    try:
+        return gate_from_json(json.loads(path.read_text()), path)
+    except FileNotFoundError:
+        raise StageError(f"{path}: not found (run `punie-lab gate` first)") from None
+    except ValueError as e:
+        raise StageError(str(e)) from None
+
+
+# ---------------------------------------------------------------------------------------
+# Progress of `mlx_lm lora`: mlx-lm 0.32 prints rich rows ("   12    5.969 ▼ ...",
+# "   12    val 5.967 ...") coloured with ANSI codes even into a pipe; older versions print
+# "Iter 12: Train loss 5.969". Both give the iteration and the loss.
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ROW = re.compile(r"^\s*(\d+)\s+(val\s+)?(\d+\.\d+|nan|inf)")
+_LEGACY = re.compile(r"^Iter (\d+): (Train|Val) loss (\d+\.\d+|nan|inf)")
+
+
+@dataclass(frozen=True)
+class LoraProgress:
+    iteration: int
+    loss: float
+    validation: bool
+
+
+def parse_lora_line(line: str) -> LoraProgress | None:
+    text = _ANSI.sub("", line)
+    if m := _ROW.match(text):
+        return LoraProgress(int(m.group(1)), float(m.group(3)), m.group(2) is not None)
+    if m := _LEGACY.match(text.strip()):
+        return LoraProgress(int(m.group(1)), float(m.group(3)), m.group(2) == "Val")
+    return None
+
+
+def lora_command(
+    model: str,
+    data_dir: Path,
+    adapter_dir: Path,
+    *,
+    iters: int,
+    rank: int,
+    learning_rate: float,
+    num_layers: int,
+    batch_size: int,
+    seed: int,
+    max_seq_length: int,
+    save_every: int | None = None,
+) -> tuple[list[str], dict[str, Any]]:
+    """Arguments for `mlx_lm lora` and the YAML config it reads (rank lives only there).
+
+    `save_every` writes a checkpoint `{it:07d}_adapters.safetensors` at each multiple (the
+    learning rate is constant, so the checkpoint at step n is the model an n-step run makes).
+    """
+    config = {"lora_parameters": {"rank": rank, "scale": 20.0, "dropout": 0.0}}
+    args = [
+        "lora",
+        "--model", model,
+        "--train",
+        "--data", str(data_dir),
+        "--fine-tune-type", "lora",
+        "--adapter-path", str(adapter_dir),
+        "--iters", str(iters),
+        "--batch-size", str(batch_size),
+        "--learning-rate", str(learning_rate),
+        "--num-layers", str(num_layers),
+        "--max-seq-length", str(max_seq_length),
+        "--mask-prompt",
+        "--steps-per-report", str(max(1, iters // 20)),
+        "--steps-per-eval", str(iters),  # validation at the start and the end only
+        "--val-batches", "-1",
+        "--save-every", str(save_every or iters),
+        "--seed", str(seed),
+    ]  # fmt: skip
+    return args, config
+
+
+def checkpoint_name(iteration: int) -> str:
+    """File name `mlx_lm lora` gives the adapters it saves at `iteration`."""
+    return f"{iteration:07d}_adapters.safetensors"
+
+
+def choose_candidate(metrics: dict[int, dict[str, Any]]) -> int | None:
+    """The iteration count to keep: fewest completion tokens among the candidates that lose no
+    accuracy and answer shorter than the main model (ties: fewer iterations), or None."""
+    kept = [n for n, m in metrics.items() if not candidate_faults(m)]
+    if not kept:
+        return None
+    return min(kept, key=lambda n: (metrics[n]["completion_tokens_mean_concise"], n))
+
+
+def accuracy_regressions(metrics: dict[str, Any]) -> list[str]:
+    """Each set (and the total) where the concise model scores below the main model, and a
+    lower share of tool answers that report the tool's result (`grounded_share`): shorter
+    answers that drop the result are not concise, they are wrong."""
+    found = []
+    for key in ("seed_accuracy", "heldout_accuracy", "accuracy", "grounded_share"):
+        main, concise = metrics.get(f"{key}_main"), metrics.get(f"{key}_concise")
+        if main is not None and (concise is None or concise < main):
+            found.append(f"{key} {main} -> {concise}")
+    return found
+
+
+def candidate_faults(metrics: dict[str, Any]) -> list[str]:
+    """Why a candidate may not replace the main model: each accuracy loss, and answers no
+    shorter than the main model's (a LoRA that kept accuracy by barely moving, e.g. 39.3 ->
+    41.7 tokens, only costs a model swap)."""
+    main, concise = (metrics.get(f"completion_tokens_mean_{m}") for m in ("main", "concise"))
+    longer = main is not None and (concise is None or concise >= main)
+    return accuracy_regressions(metrics) + (
+        [f"completion_tokens_mean {main} -> {concise}, not shorter"] if longer else []
+    )
+
+
+def lost_queries(main: list[dict[str, Any]], candidate: list[dict[str, Any]]) -> list[str]:
+    """Queries (records as written to logs/retrain/records.json) the main model decided right
+    and the candidate wrong, each with what both did: the "ACCURACY REGRESSION" figures say how
+    many, this says which ("Show the file shop/urls.py": read_file -> run_command)."""
+    right = {(r["set"], r["query"]): r for r in main if r["correct"]}
+    lost: dict[tuple[str, str], str] = {}
+    for r in candidate:
+        key = (r["set"], r["query"])
+        if key in right and not r["correct"] and key not in lost:
+            lost[key] = f'"{r["query"]}": {_did(right[key])} -> {_did(r)}'
+    return list(lost.values())
+
+
+def _did(record: dict[str, Any]) -> str:
+    if record.get("error"):
+        return "error"
+    return record.get("first_tool") or record.get("decision") or "no answer"
+
+
+def fuse_command(model: str, adapter_dir: Path, save_dir: Path) -> list[str]:
+    return [
+        "fuse",
+        "--model", model,
+        "--adapter-path", str(adapter_dir),
+        "--save-path", str(save_dir),
+    ]  # fmt: skip
+
+
+def longest_example(model: str, files: list[Path]) -> int:
+    """Tokens of the longest chat example, rendered by `model`'s tokenizer as mlx-lm does.
+
+    mlx-lm truncates longer examples silently; with the prompt masked, a truncated example
+    may keep no answer token at all, and the loss turns NaN.
+    """
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found"
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    tok = AutoTokenizer.from_pretrained(model)
+    if tok is None:
+        raise ValueError(f"{model}: no tokenizer found")
+    longest = 0
+    for path in files:
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line)
+            ids = tok.apply_chat_template(
+                row["messages"], tools=row.get("tools"), return_dict=False
+            )
+            longest = max(longest, len(ids))
+    return longest

@@ -1,0 +1,48 @@
+"""Where every stage reads and writes, relative to the project root (dvc.yaml names the same
+paths; tests/test_layout.py checks that each output there is one of these)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+README = Path("README.md")
+
+# bootstrap
+CORPUS = Path("data/corpus")
+MAIN_MODEL = Path("models/main")
+DRAFT_MODEL = Path("models/draft")
+BOOTSTRAP_METRICS = Path("metrics/bootstrap.json")
+BOOTSTRAP_EVAL = Path("metrics/bootstrap_eval.json")
+
+# profile
+PROFILE_METRICS = Path("metrics/profile.json")
+PROFILE_RECORDS = Path("metrics/profile_records.json")
+PROFILE_BREAKDOWN = Path("metrics/profile_breakdown.json")
+PROFILE_REPORT = Path("reports/profile.md")
+PROFILE_SERVER_LOG = Path("logs/profile-server.log")
+
+# speculative, speculative_report
+SPECULATIVE_RESULTS = Path("results/speculative")
+SPECULATIVE_METRICS = Path("metrics/speculative.json")
+SPECULATIVE_BY_K = Path("metrics/speculative_by_k.json")
+SPECULATIVE_CHOICE = Path("metrics/speculative_choice.json")
+SPECULATIVE_REPORT = Path("reports/speculative.md")
+
+# gate, concise_data, retrain, concise_draft
+GATE = Path("metrics/gate.json")
+CONCISE_DATA = Path("data/concise")
+CONCISE_MODEL = Path("models/concise")
+RETRAIN_METRICS = Path("metrics/retrain.json")
+RETRAIN_LOGS = Path("logs/retrain")
+CONCISE_DRAFT = Path("models/concise_draft")
+
+# final
+FINAL_METRICS = Path("metrics/final.json")
+FINAL_RECORDS = Path("metrics/final_records.json")
+FINAL_COMPARISON = Path("metrics/final_comparison.json")
+FINAL_REPORT = Path("reports/final.md")
+FINAL_LOGS = Path("logs/final")
+
+# the test suite's reliability figures
+RELIABILITY = Path("reports/reliability.json")

@@ -1,0 +1,1 @@
+"""Markdown reports and the README results section: metrics in, text out."""

@@ -1,0 +1,1 @@
+"""mlx_lm server: configuration, command line, process lifecycle and the mlx environment."""
