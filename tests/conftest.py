@@ -86,7 +86,7 @@ def tiny_params(model: Path, tmp_path: Path) -> Params:
             "server": params.server.model_copy(update={"max_tokens": 8}),
             "agent": params.agent.model_copy(update={"workspace": str(ROOT / "data/workspace")}),
             "queries": params.queries.model_copy(
-                update={"seed": str(queries), "heldout": str(queries)}
+                update={"seed": str(queries), "heldout": str(queries), "wording": str(queries)}
             ),
         }
     )

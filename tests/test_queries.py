@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from punie.agent.queries import Query, QueryFileError, default_query_paths, load_queries
+from punie.agent.queries import Query, QueryFileError, load_queries, never_trained, query_sets
 from punie.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,12 +48,20 @@ def test_read_file_queries_name_a_real_workspace_file():
             assert not any((WORKSPACE / p).is_file() for p in paths), q
 
 
-def test_default_query_paths_come_from_params():
+def test_query_sets_come_from_params_in_order():
     params = load_params(ROOT / "params.yaml")
-    assert default_query_paths(params) == [
-        Path("data/queries/discrimination.yaml"),
-        Path("data/queries/heldout.yaml"),
-    ]
+    assert query_sets(params) == {
+        "seed": Path("data/queries/discrimination.yaml"),
+        "heldout": Path("data/queries/heldout.yaml"),
+        "wording": Path("data/queries/wording.yaml"),
+    }
+
+
+def test_no_training_data_may_contain_a_query_of_any_query_file():
+    params = load_params(ROOT / "params.yaml")
+    banned = never_trained(params)
+    for f in (ROOT / "data/queries").glob("*.yaml"):
+        assert {q.query for q in load_queries(f)} <= set(banned), f
 
 
 BAD_FILES: list[tuple[str, str]] = [

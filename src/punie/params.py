@@ -48,6 +48,7 @@ class AgentParams(_Section):
 class Queries(_Section):
     seed: str
     heldout: str
+    wording: str
 
 
 class CorpusSizes(_Section):

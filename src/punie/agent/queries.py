@@ -81,6 +81,15 @@ def load_queries(path: Path | str) -> list[Query]:
     return queries
 
 
-def default_query_paths(params: Params) -> list[Path]:
-    """[seed discrimination set, held-out set] as configured in params.yaml."""
-    return [Path(params.queries.seed), Path(params.queries.heldout)]
+def query_sets(params: Params) -> dict[str, Path]:
+    """The query sets every stage reports, by name, as configured in params.yaml: the seed's
+    discrimination set, the template held-out set and the new-wording held-out set."""
+    return {name: Path(path) for name, path in params.queries.model_dump().items()}
+
+
+def never_trained(params: Params) -> list[str]:
+    """Every query of every YAML query file beside the configured sets (the sets themselves,
+    and development sets such as wording_dev.yaml): no corpus may contain one."""
+    folders = {path.parent for path in query_sets(params).values()}
+    files = sorted({f for folder in folders for f in folder.glob("*.yaml")})
+    return [q.query for f in files for q in load_queries(f)]

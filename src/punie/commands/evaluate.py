@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from punie import paths
-from punie.agent.queries import default_query_paths, load_queries
+from punie.agent.queries import query_sets
 from punie.errors import StageError
 from punie.measurement.benchmark import params_agent, server_config
 from punie.measurement.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
-from punie.measurement.timing import Case, run_queries
+from punie.measurement.timing import Case, load_cases, run_queries
 from punie.models.corpus import read_jsonl
 from punie.params import Models, load_params
 from punie.results import write_json
@@ -156,26 +156,23 @@ def evaluate(
 ) -> int:
     if not params.models.draft:
         raise StageError("models.draft is not set: nothing to evaluate the draft against")
-    files = list(query_files or default_query_paths(params))
-    cases = [Case(p.stem, p.stem, q) for p in files for q in load_queries(p)]
+    sets = {p.stem: p for p in query_files} if query_files else query_sets(params)
+    cases = load_cases(sets)
     print(f"eval: {len(cases)} queries through mlx_lm server + agent + tools")
     records = asyncio.run(run_accuracy(params, cases))
     figures: dict[str, Any] = {"main": params.models.main, "draft": params.models.draft}
-    for p in files:
-        for k, v in set_figures([r for r in records if r.set == p.stem]).items():
-            figures[f"{p.stem}_{k}"] = v
+    for name in sets:
+        for k, v in set_figures([r for r in records if r.set == name]).items():
+            figures[f"{name}_{k}"] = v
     print("eval: first-token decision margin (P(<tool_call>)) per query set")
     try:
         figures.update(decision_margins(params, records, Path("logs/eval")))
     except MlxCommandError as e:
         raise StageError(f"decision probe failed: {e}") from None
-    # Acceptance on the last set's (held-out) recorded requests: every turn's prompt.
+    # Acceptance on the held-out set's recorded requests (else the last set's): every turn.
+    probed = "heldout" if "heldout" in sets else list(sets)[-1]
     bodies = [
-        probe_body(b)
-        for r in records
-        if r.set == files[-1].stem
-        for b in r.requests
-        if b is not None
+        probe_body(b) for r in records if r.set == probed for b in r.requests if b is not None
     ]
     bodies = bodies[:max_prompts]
     ks = list(dict.fromkeys(params.speculative.num_draft_tokens))

@@ -24,7 +24,14 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -327,12 +334,12 @@ class Case:
     query: Query
 
 
-def load_cases(paths: Sequence[Path], set_names: Sequence[str] | None = None) -> list[Case]:
-    """Cases labelled `<set>-<n>` (1-based); a set is named after its file unless named."""
-
+def load_cases(sets: Mapping[str, Path] | Sequence[Path]) -> list[Case]:
+    """Cases labelled `<set>-<n>` (1-based), from named query files (`query_sets`) or from
+    files named after their stem."""
+    named = sets if isinstance(sets, Mapping) else {Path(p).stem: Path(p) for p in sets}
     cases: list[Case] = []
-    for i, path in enumerate(paths):
-        name = set_names[i] if set_names else Path(path).stem
+    for name, path in named.items():
         try:
             queries = load_queries(path)
         except QueryFileError as e:

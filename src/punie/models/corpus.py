@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from punie import paths
 from punie.agent.production import capture_requests
-from punie.agent.queries import load_queries
+from punie.agent.queries import never_trained
 from punie.agent.tools import Workspace
 from punie.errors import StageError
 from punie.models.corpus_text import (
@@ -398,13 +398,6 @@ def read_jsonl(path: Path) -> list[Row]:
 # --- the bootstrap corpus ---------------------------------------------------------------
 
 
-def excluded_queries(params: Params) -> list[str]:
-    """Queries that must never be trained on: the seed and held-out sets."""
-
-    files = [Path(params.queries.seed), Path(params.queries.heldout)]
-    return [q.query for f in files for q in load_queries(f)]
-
-
 def keep_answers(
     groups: list[list[dict[str, Any]]], share: float, seed: int
 ) -> list[list[dict[str, Any]]]:
@@ -431,7 +424,7 @@ def build_corpus(params: Params, out_dir: Path = paths.CORPUS) -> dict[str, int]
         int(total / rows_per_spec) + 40,
         workspace_facts(ws.root),
         seed,
-        excluded_queries(params),
+        never_trained(params),
         nonce_share=sizes.nonce_share,
     )
     groups = keep_answers(

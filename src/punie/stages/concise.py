@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from punie import paths
-from punie.agent.queries import QueryFileError, default_query_paths, load_queries
+from punie.agent.queries import QueryFileError, never_trained
 from punie.agent.tools import Workspace
 from punie.errors import StageError
 from punie.models.conciseness import GateDecision, decide_gate, read_gate
@@ -112,7 +112,7 @@ def build_concise_groups(params: Params, seed: int) -> list[dict[str, Any]]:
     root = Path(params.agent.workspace)
     ws = Workspace(root, params.agent.tool_timeout_s, params.agent.tool_output_cap)
     try:
-        exclude = [q.query for p in default_query_paths(params) for q in load_queries(p)]
+        exclude = never_trained(params)
     except QueryFileError as e:
         raise StageError(str(e)) from None
     facts = workspace_facts(root)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from punie import paths
-from punie.agent.queries import default_query_paths
+from punie.agent.queries import query_sets
 from punie.errors import StageError
 from punie.measurement.benchmark import measure_configs, record_printer, server_config
 from punie.measurement.records import accuracy_by_set, cut_off, summarize, time_split
@@ -107,7 +107,7 @@ def run_final(params: Params, console: Console) -> int:
         "baseline": f"`{params.models.main}`, no draft",
         "optimized": f"`{model}`" + (f" + draft `{draft}`, k = {k}" if draft else ", no draft"),
     }
-    cases = load_cases(default_query_paths(params), ["seed", "heldout"])
+    cases = load_cases(query_sets(params))
     f = params.final
     order = "alternating query by query" if f.interleave else "one configuration after the other"
     console.print(

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from punie import paths
-from punie.agent.queries import WARMUP, default_query_paths
+from punie.agent.queries import WARMUP, query_sets
 from punie.errors import StageError
 from punie.measurement.benchmark import params_agent, server_config
 from punie.measurement.direct import direct_prompts, overhead_ratio, run_direct
@@ -112,10 +112,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     params = load_params()
     outputs = Outputs.under(args.out)
     check_writable(*astuple(outputs))  # before minutes of measuring, not after
-    if args.queries:
-        cases = load_cases(args.queries)
-    else:
-        cases = load_cases(default_query_paths(params), ["seed", "heldout"])
+    cases = load_cases(args.queries or query_sets(params))
     model_path = args.model or params.models.main
     if model_path.startswith("models/") and not Path(model_path).exists():
         # The embedded default, not built yet (a hub id would be tried by the server).

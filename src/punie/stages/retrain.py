@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from punie import paths
-from punie.agent.queries import default_query_paths
+from punie.agent.queries import query_sets
 from punie.errors import StageError
 from punie.measurement.benchmark import measure_configs, record_printer, server_config
 from punie.measurement.records import accuracy_by_set, cut_off, summarize
@@ -222,7 +222,7 @@ def choose_and_record(
     """Main vs every candidate through the real agent on seed + held-out; keep the candidate
     with the fewest completion tokens that loses no accuracy as `out`, or discard them all."""
 
-    cases = load_cases(default_query_paths(params), ["seed", "heldout"])
+    cases = load_cases(query_sets(params))
     configs = {"main": server_config(params, params.models.main)}
     configs |= {f"i{n}": server_config(params, str(path)) for n, path in fused.items()}
     console.print(

@@ -30,7 +30,7 @@ import httpx2
 
 from punie import paths
 from punie.agent.production import build_agent, openai_model
-from punie.agent.queries import WARMUP, QueryFileError, default_query_paths, load_queries
+from punie.agent.queries import WARMUP, query_sets
 from punie.agent.tools import Workspace, workspace_toolset
 from punie.errors import StageError
 from punie.measurement.benchmark import server_config
@@ -44,7 +44,14 @@ from punie.measurement.speculative import (
     first_difference_index,
 )
 from punie.measurement.text_clock import TextClock, text_decode
-from punie.measurement.timing import Case, TimedModel, TimedToolset, TimingTransport, run_query
+from punie.measurement.timing import (
+    Case,
+    TimedModel,
+    TimedToolset,
+    TimingTransport,
+    load_cases,
+    run_query,
+)
 from punie.params import load_params
 from punie.results import write_json
 from punie.serving.server import ServerError, ServerProcess
@@ -288,22 +295,6 @@ def _summary(c: _Config, peak_rss_mb: float) -> dict[str, Any]:
     }
 
 
-def _load_cases(params: Params, paths: Sequence[Path] | None) -> list[Case]:
-    named = (
-        [(p, p.stem) for p in paths]
-        if paths
-        else list(zip(default_query_paths(params), ("seed", "heldout"), strict=True))
-    )
-    cases: list[Case] = []
-    for path, name in named:
-        try:
-            queries = load_queries(path)
-        except QueryFileError as e:
-            raise StageError(str(e)) from None
-        cases += [Case(f"{name}-{n}", name, q) for n, q in enumerate(queries, start=1)]
-    return cases
-
-
 def check_draft(params: Params) -> str:
     """The draft to benchmark, refused (before any server starts) unless it exists and shares
     the main model's tokenizer."""
@@ -326,7 +317,7 @@ def check_draft(params: Params) -> str:
 def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) -> int:
     draft = check_draft(params)
     ks = list(dict.fromkeys(params.speculative.num_draft_tokens))
-    cases = _load_cases(params, queries)
+    cases = load_cases(queries or query_sets(params))
     out.mkdir(parents=True, exist_ok=True)
     log_dir = out / "logs"
     log_dir.mkdir(exist_ok=True)
