@@ -90,3 +90,16 @@ def tiny_params(model: Path, tmp_path: Path) -> Params:
             ),
         }
     )
+
+
+@pytest.fixture(scope="session")
+def real_shape_hf_home() -> Path:
+    """The real-shape pair (punie.models.real_shape: Qwen3's tokenizer and template, a 5-bit
+    qwen3_moe main, a 4-bit qwen3 draft) as hub ids in the project's default cache
+    (`.cache/real-shape-hf`, what `punie-lab real-shape` builds): built once for tests and CI,
+    minutes from scratch, a second when up to date. Point HF_HOME at it to use the ids."""
+    from punie.models.real_shape import build, default_hf_home
+
+    home = default_hf_home(ROOT).absolute()
+    build(home, root=ROOT)
+    return home

@@ -3,7 +3,10 @@
 Registered by tests/conftest.py. What counts:
 - a fault test is one marked `@pytest.mark.fault`; it survived when it passed. Fault tests
   marked `fault(keeps_outputs=True)` assert that previous outputs are intact, so each of them
-  that fails counts as data lost.
+  that fails counts as data lost. Those marked `fault(hard_kill=True)` kill the lab or the
+  `dvc repro` running it without warning (SIGKILL, as the OOM killer does) or hang it up
+  (SIGHUP, a closed terminal); they are counted again as hard kills, survived when nothing
+  the run started is left running.
 - a hostile case is one marked `@pytest.mark.hostile`, or one case of a test parametrized
   from a module-level `HOSTILE_*` table, or any test of tests/test_sandbox_properties.py;
   it was refused when it passed.
@@ -41,7 +44,7 @@ RELIABILITY_FILES = (
     "test_sandbox_properties.py",
 )
 PROPERTY_FILE = "test_sandbox_properties.py"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: hard_kills, hard_kills_survived
 
 
 @dataclass
@@ -49,8 +52,8 @@ class _Tally:
     token: str
     started: float = field(default_factory=time.monotonic)
     files: set[str] = field(default_factory=set)
-    # nodeid -> (kind, keeps_outputs); kind is "fault" or "hostile"
-    kinds: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    # nodeid -> (kind, keeps_outputs, hard_kill); kind is "fault" or "hostile"
+    kinds: dict[str, tuple[str, bool, bool]] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
 
@@ -81,18 +84,20 @@ def _is_from_table(item: pytest.Item, table: list[Any]) -> bool:
     return False
 
 
-def classify(item: pytest.Item) -> tuple[str, bool] | None:
+def classify(item: pytest.Item) -> tuple[str, bool, bool] | None:
+    """(kind, keeps_outputs, hard_kill) of a reliability test, None for any other test."""
     fault = item.get_closest_marker("fault")
     if fault is not None:
-        return "fault", bool(fault.kwargs.get("keeps_outputs", False))
+        keeps = bool(fault.kwargs.get("keeps_outputs", False))
+        return "fault", keeps, bool(fault.kwargs.get("hard_kill", False))
     if item.get_closest_marker("hostile") is not None:
-        return "hostile", False
+        return "hostile", False, False
     path = Path(str(item.path))
     if path.name == PROPERTY_FILE:
-        return "hostile", False
+        return "hostile", False, False
     module = getattr(item, "module", None)
     if module is not None and _is_from_table(item, _hostile_tables(module)):
-        return "hostile", False
+        return "hostile", False, False
     return None
 
 
@@ -177,9 +182,10 @@ class ReliabilityPlugin:
         t = self.tally
         rows = {
             nodeid: (kind, keeps, t.outcomes[nodeid])
-            for nodeid, (kind, keeps) in t.kinds.items()
+            for nodeid, (kind, keeps, _) in t.kinds.items()
             if t.outcomes.get(nodeid) in ("passed", "failed")
         }
+        hard = [o for n, (_, _, o) in rows.items() if t.kinds[n][2]]
 
         def count(kind: str, outcome: str | None = None) -> int:
             return sum(1 for k, _, o in rows.values() if k == kind and outcome in (None, o))
@@ -191,6 +197,8 @@ class ReliabilityPlugin:
             "faults_survived": count("fault", "passed"),
             "hostile_inputs_tried": count("hostile"),
             "hostile_inputs_refused": count("hostile", "passed"),
+            "hard_kills": len(hard),
+            "hard_kills_survived": hard.count("passed"),
             "orphan_processes": len(orphans),
             "orphan_pids": orphans,
             "data_lost": sum(1 for k, keeps, o in rows.values() if keeps and o == "failed"),
@@ -224,7 +232,8 @@ class ReliabilityPlugin:
         self._say(
             f"{path}: faults {figures['faults_survived']}/{figures['faults_injected']} survived, "
             f"hostile {figures['hostile_inputs_refused']}/{figures['hostile_inputs_tried']} "
-            f"refused, orphans {figures['orphan_processes']}, data lost {figures['data_lost']}"
+            f"refused, hard kills {figures['hard_kills_survived']}/{figures['hard_kills']} "
+            f"survived, orphans {figures['orphan_processes']}, data lost {figures['data_lost']}"
         )
 
     def _say(self, text: str) -> None:

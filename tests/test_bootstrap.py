@@ -35,26 +35,16 @@ TINY = ModelShape(
 )  # fmt: skip
 
 
-def test_trainer_lines_are_parsed_with_or_without_colour() -> None:
-    log = T.TrainLog()
-    log.feed("  iter   train_loss     tok/s     tokens")
-    log.feed("     1    val 9.944    14.33s")
-    log.feed("\x1b[2m    10\x1b[0m    \x1b[1;32m7.853 ▼\x1b[0m    \x1b[1m1,096\x1b[0m      4.1k")
-    log.feed("    20    7.901 ▲       96      8.2k")
-    assert log.val == [(1, 9.944)]
-    assert log.train == [(10, 7.853), (20, 7.901)]
-    assert log.tokens_per_s == [1096.0, 96.0]
-
-
-def test_lora_args_train_every_layer_on_the_answer_only(tmp_path: Path) -> None:
-    args = T.lora_args(tmp_path / "m", tmp_path / "d", tmp_path / "a", TINY, seed=3, iters=40)
-    joined = " ".join(args)
-    assert args[0] == "lora"
-    for flag in ("--fine-tune-type full", "--num-layers -1", "--mask-prompt", "--seed 3",
-                 "--iters 40", "--max-seq-length 640"):  # fmt: skip
-        assert flag in joined
-    schedule = json.loads((tmp_path / "a.yaml").read_text())["lr_schedule"]
-    assert schedule["name"] == "cosine_decay" and schedule["warmup"] == 4
+def test_train_request_trains_every_layer_on_the_answer_only(tmp_path: Path) -> None:
+    r = T.train_request(tmp_path / "m", tmp_path / "d", tmp_path / "a", TINY, seed=3, iters=40)
+    assert (r.fine_tune_type, r.num_layers, r.mask_prompt) == ("full", -1, True)
+    assert (r.seed, r.iters, r.max_seq_length, r.batch_size) == (3, 40, 640, 4)
+    assert (r.steps_per_report, r.steps_per_eval, r.save_every) == (10, 40, 41)  # no checkpoints
+    assert r.lr_schedule is not None
+    assert r.lr_schedule["name"] == "cosine_decay" and r.lr_schedule["warmup"] == 4
+    assert r.lr_schedule["arguments"] == [1e-2, 36, 1e-3]  # down to 10 % after the warm-up
+    assert r.metrics == str(tmp_path / "a.jsonl")  # its reports, beside the adapters
+    assert T.reports_of(tmp_path, "main") == tmp_path / "main-adapters.jsonl"
 
 
 def test_model_directory_loads_in_mlx_lm_with_tool_calling(tiny_model_dir: Path) -> None:
@@ -121,10 +111,10 @@ def test_keep_answers_drops_only_second_turn_rows() -> None:
     assert C.keep_answers(groups, 0.5, seed=0) == kept  # fixed per seed
 
 
-def test_lora_args_validate_on_the_configured_batches(tmp_path: Path) -> None:
+def test_train_request_validates_on_the_configured_batches(tmp_path: Path) -> None:
     few = TINY.model_copy(update={"val_batches": 2})
-    args = T.lora_args(tmp_path / "m", tmp_path / "d", tmp_path / "a", few, seed=0, iters=40)
-    assert args[args.index("--val-batches") + 1] == "2"
+    r = T.train_request(tmp_path / "m", tmp_path / "d", tmp_path / "a", few, seed=0, iters=40)
+    assert r.val_batches == 2
 
 
 def test_a_failing_trainer_stops_the_other_at_once(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -139,10 +129,13 @@ def test_a_failing_trainer_stops_the_other_at_once(tiny_model_dir: Path, tmp_pat
     data.mkdir()
     (data / "train.jsonl").write_text(to_jsonl(rows * 8))
     (data / "valid.jsonl").write_text(to_jsonl(rows * 2))
-    endless = T.Job("long", tiny_model_dir, TINY, iters=100_000)
+    # The fixture's 400-token vocabulary spells these chats out long: room for whole answers
+    # (cut off, they would score no token and stop the run as a NaN loss).
+    roomy = TINY.model_copy(update={"max_seq_length": 4096})
+    endless = T.Job("long", tiny_model_dir, roomy, iters=100_000)
     broken = T.Job("broken", tmp_path / "no-such-model", TINY, iters=10)
     t0 = time.perf_counter()
-    with pytest.raises(MlxCommandError, match="lora"):
+    with pytest.raises(MlxCommandError, match=r"train_worker .*broken-request\.json"):
         T.train_many([endless, broken], data, tmp_path, seed=0, blas="auto", show=False)
     assert time.perf_counter() - t0 < 60
     assert not live_children()
@@ -259,3 +252,48 @@ def test_step_cost_needs_the_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match="run `punie-lab bootstrap` first"):
         train_cost.step_cost(params)
+
+
+@pytest.mark.slow
+def test_bootstrap_plots_the_loss_curve_of_every_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage on tiny shapes and a one-example corpus (the agent's rendering replaced):
+    main and draft trained side by side, the draft distilled on the main model's answers, and
+    metrics/bootstrap_loss.json holding each run's train and validation losses."""
+    from punie.params import load_params
+
+    rows = asyncio.run(render_spec(TOOL_SPEC, WS, random.Random(0)))[:1]
+
+    def fake_corpus(params: object) -> dict[str, int]:
+        paths.CORPUS.mkdir(parents=True)
+        for split, n in (("train", 16), ("valid", 4), ("test", 4)):
+            (paths.CORPUS / f"{split}.jsonl").write_text(to_jsonl(rows * n))
+        return {"corpus_train": 16}
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(B, "build_corpus", fake_corpus)
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    b = params.bootstrap
+    tiny = TINY.model_copy(update={"iters": 20})
+    distill = b.distill.model_copy(
+        update={"rows": 4, "valid_rows": 4, "max_tokens": 4, "iters": 8, "processes": 1}
+    )
+    bootstrap = b.model_copy(
+        update={"main": tiny, "draft": tiny, "distill": distill,
+                "tokenizer": b.tokenizer.model_copy(update={"vocab_size": 500})}
+    )  # fmt: skip
+    metrics = B.build(params.model_copy(update={"bootstrap": bootstrap}))
+    assert metrics["main_train_loss"] < 9 and metrics["draft_distill_valid_loss"] is not None
+    curve = json.loads(paths.BOOTSTRAP_LOSS.read_text())
+    assert {tuple(sorted(row)) for row in curve} == {("iteration", "loss", "model", "split")}
+    seen = {(r["model"], r["split"]): [] for r in curve}
+    for r in curve:
+        seen[(r["model"], r["split"])].append(r["iteration"])
+    assert seen == {
+        ("main", "val"): [0, 19], ("main", "train"): [10, 20],
+        ("draft", "val"): [0, 19], ("draft", "train"): [10, 20],
+        ("draft-distill", "val"): [0, 7], ("draft-distill", "train"): [8],
+    }  # fmt: skip
+    main = [r["loss"] for r in curve if r["model"] == "main" and r["split"] == "train"]
+    assert main[-1] == round(metrics["main_train_loss"], 4)

@@ -17,11 +17,11 @@ from punie.models.conciseness import (
     GateDecision,
     accuracy_regressions,
     candidate_faults,
+    checkpoint_name,
     choose_candidate,
     decide_gate,
-    lora_command,
+    lora_request,
     lost_queries,
-    parse_lora_line,
 )
 from punie.params import Params, load_params
 from punie.stages import concise, retrain
@@ -271,43 +271,28 @@ def test_retrain_without_data_says_what_to_run(
 # --- LoRA progress, commands and the accuracy guard --------------------------------------
 
 
-def test_lora_progress_lines_are_parsed() -> None:
-    # Recorded from mlx-lm 0.32 (rich rows with ANSI colour codes) and older versions.
-    row = "  \x1b[38;5;244m  12\x1b[0m    \x1b[1;32m5.969 ▼\x1b[0m    \x1b[1m5,801\x1b[0m"
-    val = "  \x1b[38;5;244m   6\x1b[0m    \x1b[1;35mval\x1b[0m \x1b[1m5.993\x1b[0m    0.02s"
-    step = parse_lora_line(row)
-    assert step is not None and (step.iteration, step.loss, step.validation) == (12, 5.969, False)
-    step = parse_lora_line(val)
-    assert step is not None and (step.iteration, step.validation) == (6, True)
-    legacy = parse_lora_line("Iter 40: Train loss 1.234, Learning Rate 1.000e-03")
-    assert legacy is not None and (legacy.iteration, legacy.loss) == (40, 1.234)
-    nan = parse_lora_line("  \x1b[38;5;244m   3\x1b[0m    \x1b[1;33m  nan ▲\x1b[0m    0    0.0k")
-    assert nan is not None and nan.iteration == 3 and nan.loss != nan.loss
-    assert parse_lora_line("Loading pretrained model") is None
-    assert parse_lora_line("Trainable parameters: 18.391% (0.004M/0.022M)") is None
+def test_lora_request_carries_every_knob() -> None:
+    from punie.models.train_worker import TrainRequest
 
+    def request(**kw: int) -> TrainRequest:
+        fields = lora_request(
+            "models/main", Path("d"), Path("a"), Path("lora.jsonl"), iters=30, rank=4,
+            learning_rate=5e-4, num_layers=-1, batch_size=2, seed=7, max_seq_length=512, **kw,
+        )  # fmt: skip
+        return TrainRequest(**fields)
 
-def test_lora_command_carries_every_knob() -> None:
-    args, config = lora_command(
-        "models/main", Path("d"), Path("a"), iters=30, rank=4, learning_rate=5e-4,
-        num_layers=-1, batch_size=2, seed=7, max_seq_length=512,
-    )  # fmt: skip
-    assert args[0] == "lora" and "--train" in args
-
-    def flag(name: str) -> str:
-        return args[args.index(name) + 1]
-
-    assert flag("--fine-tune-type") == "lora"
-    assert (flag("--iters"), flag("--batch-size"), flag("--learning-rate")) == ("30", "2", "0.0005")
-    assert (flag("--num-layers"), flag("--seed"), flag("--max-seq-length")) == ("-1", "7", "512")
-    assert "--mask-prompt" in args  # train on the answers, not on the prompt
-    assert config["lora_parameters"]["rank"] == 4
-    assert flag("--save-every") == "30"  # one candidate: save at the end only
-    swept, _ = lora_command(
-        "models/main", Path("d"), Path("a"), iters=60, rank=4, learning_rate=5e-4,
-        num_layers=-1, batch_size=2, seed=7, max_seq_length=512, save_every=20,
-    )  # fmt: skip
-    assert swept[swept.index("--save-every") + 1] == "20"
+    r = request()
+    assert (r.model, r.data, r.adapter_path, r.metrics) == ("models/main", "d", "a", "lora.jsonl")
+    assert r.fine_tune_type == "lora"
+    assert (r.iters, r.batch_size, r.learning_rate) == (30, 2, 5e-4)
+    assert (r.num_layers, r.seed, r.max_seq_length) == (-1, 7, 512)
+    assert r.mask_prompt  # train on the answers, not on the prompt
+    assert r.lora_parameters == {"rank": 4, "scale": 20.0, "dropout": 0.0}
+    assert r.lr_schedule is None  # constant: the checkpoint at n is an n-step run's model
+    assert (r.steps_per_report, r.steps_per_eval, r.val_batches) == (1, 30, -1)
+    assert r.learning_rate_knob == "conciseness.lora.learning_rate"
+    assert r.save_every == 30  # one candidate: save at the end only
+    assert request(save_every=20).save_every == 20
 
 
 def test_accuracy_regressions_on_recorded_numbers() -> None:
@@ -430,7 +415,7 @@ def _tiny_project(tmp: Path, model: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
             "models": params.models.model_copy(update={"main": str(model), "draft": None}),
             "server": params.server.model_copy(update={"max_tokens": 8}),
             "queries": params.queries.model_copy(
-                update={"seed": str(tmp / "queries.yaml"), "heldout": str(tmp / "queries.yaml")}
+                update={name: str(tmp / "queries.yaml") for name in ("seed", "heldout", "wording")}
             ),
             "conciseness": params.conciseness.model_copy(update={"lora": lora}),
         }
@@ -467,6 +452,56 @@ def test_retrain_refuses_bad_lora_settings_before_training(
     assert not (paths.RETRAIN_LOGS / "lora.log").exists()
 
 
+def _lora_only(params: Params, concise_data: Path, **lora: Any) -> Params:
+    import shutil
+
+    shutil.copytree(concise_data, paths.CONCISE_DATA)
+    paths.RETRAIN_LOGS.mkdir(parents=True)
+    c = params.conciseness
+    return params.model_copy(
+        update={"conciseness": c.model_copy(update={"lora": c.lora.model_copy(update=lora)})}
+    )
+
+
+def test_retrain_saves_a_checkpoint_at_each_candidate_and_plots_the_loss(
+    tiny_model_dir: Path, concise_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = _tiny_project(tmp_path, tiny_model_dir, monkeypatch)
+    params = _lora_only(params, concise_data, iters=[2, 4, 6])
+    adapters = paths.RETRAIN_LOGS / "adapters"
+    retrain.train_lora(params, paths.CONCISE_DATA, adapters, _quiet())
+    for n in (2, 4, 6):  # saved every gcd(2, 4, 6) = 2 iterations
+        assert (adapters / checkpoint_name(n)).exists()
+    config = json.loads((adapters / "adapter_config.json").read_text())
+    assert (config["fine_tune_type"], config["num_layers"]) == ("lora", -1)
+    curve = json.loads(paths.RETRAIN_LOSS.read_text())
+    run = retrain.run_name(params)
+    assert run == "lora rank 8, lr 0.0002, all layers, candidates 2, 4, 6"
+    assert {r["run"] for r in curve} == {run}
+    # A report each step; validation before the first and the last (steps taken: 0 and 5).
+    assert [(r["iteration"], r["split"]) for r in curve] == [
+        (0, "val"), *((n, "train") for n in range(1, 6)), (5, "val"), (6, "train")
+    ]  # fmt: skip
+    assert (paths.RETRAIN_LOGS / "lora.jsonl").exists()
+    assert (paths.RETRAIN_LOGS / "lora.log").exists()
+
+
+def test_retrain_stops_on_a_nan_loss_naming_the_iteration_and_the_knob(
+    tiny_model_dir: Path, concise_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    params = _tiny_project(tmp_path, tiny_model_dir, monkeypatch)
+    params = _lora_only(params, concise_data, iters=[30], learning_rate=1e30)
+    with pytest.raises(StageError) as e:
+        retrain.train_lora(params, paths.CONCISE_DATA, paths.RETRAIN_LOGS / "a", _quiet())
+    assert re.fullmatch(
+        rf"conciseness LoRA of {re.escape(str(tiny_model_dir))}: training loss is (nan|inf) at "
+        r"iteration \d+; lower conciseness\.lora\.learning_rate \(now 1e\+30\)",
+        str(e.value),
+    ), str(e.value)
+
+
 @pytest.mark.slow
 def test_retrain_trains_fuses_and_checks_accuracy(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -489,8 +524,8 @@ def test_retrain_trains_fuses_and_checks_accuracy(
     for key in ("accuracy_main", "accuracy_concise", "completion_tokens_mean_main",
                 "completion_tokens_mean_concise", "heldout_accuracy_concise"):  # fmt: skip
         assert isinstance(metrics[key], (int, float)), key
-    log = (paths.RETRAIN_LOGS / "lora.log").read_text()
-    assert any(parse_lora_line(line) for line in log.splitlines())
+    curve = json.loads(paths.RETRAIN_LOSS.read_text())
+    assert max(r["iteration"] for r in curve if r["split"] == "train") == 4
     # One LoRA run, both candidates measured, the kept one moved to models/concise.
     assert metrics["lora_iters"] in (2, 4)
     for n in (2, 4):

@@ -39,7 +39,8 @@ TRAINED = {"trained": True}
         (0, TRAINED, {"draft": "LOCAL"}, "rows is 0"),
         (1200, {"trained": False}, {"draft": "LOCAL"}, "main model stands"),
         (1200, TRAINED, {"draft": None}, "chose no draft"),
-        (1200, TRAINED, {"draft": "mlx-community/Qwen3-0.6B-4bit"}, "not a local model"),
+        # A hub id not in the local cache (a cached one resolves and is distilled).
+        (1200, TRAINED, {"draft": "org/not-cached"}, "hf download org/not-cached"),
     ],
 )
 def test_skips_with_a_reason(

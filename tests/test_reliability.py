@@ -64,6 +64,18 @@ def test_readme_section_is_rewritten_between_the_markers(tmp_path: Path) -> None
     assert readme.read_text() == text  # idempotent
 
 
+def test_hard_kills_get_their_row_when_the_report_has_them(tmp_path: Path) -> None:
+    _report(tmp_path, hard_kills=9, hard_kills_survived=9)
+    code, out, _ = _lab(tmp_path)
+    assert code == 0 and "hard kills" in out and "9 / 9" in out
+    _report(tmp_path, hard_kills=9, hard_kills_survived=8)
+    code, _, err = _lab(tmp_path)
+    assert code == 1 and "hard kills" in err
+    _report(tmp_path)  # a report from before hard kills were counted: no such row
+    code, out, _ = _lab(tmp_path)
+    assert code == 0 and "hard kills" not in out
+
+
 def test_readme_without_markers_gets_a_reliability_section() -> None:
     text = replace_section("# Lab\n", "table")
     assert text == f"# Lab\n\n## Reliability\n\n{START}\ntable\n{END}\n"
@@ -95,6 +107,10 @@ def test_fault_kept():
 @pytest.mark.fault(keeps_outputs=True)
 def test_fault_lost():
     assert False
+
+@pytest.mark.fault(hard_kill=True)
+def test_hard_kill():
+    pass
 
 HOSTILE_THINGS = [("../x", "refused"), ("/etc", "refused")]
 
@@ -130,7 +146,8 @@ def _pytest(tmp_path: Path, *args: str) -> tuple[dict | None, str]:
 def test_plugin_counts_faults_hostile_cases_and_data_lost(tmp_path: Path) -> None:
     figures, _ = _pytest(tmp_path, "--reliability-report", str(tmp_path / "figures.json"))
     assert figures is not None
-    assert (figures["faults_injected"], figures["faults_survived"]) == (2, 1)
+    assert (figures["faults_injected"], figures["faults_survived"]) == (3, 2)
+    assert (figures["hard_kills"], figures["hard_kills_survived"]) == (1, 1)
     assert (figures["hostile_inputs_tried"], figures["hostile_inputs_refused"]) == (2, 2)
     assert figures["data_lost"] == 1 and figures["output_safety_checks"] == 2
     assert figures["orphan_processes"] == 0

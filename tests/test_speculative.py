@@ -22,10 +22,8 @@ from punie.measurement.benchmark import server_config
 from punie.measurement.speculative import (
     Acceptance,
     ConfigRow,
-    TokenizerMismatch,
     acceptance_from_flags,
     acceptance_needed,
-    check_draft_tokenizer,
     choose_configuration,
     expected_tokens_per_step,
     main_passes,
@@ -36,6 +34,7 @@ from punie.measurement.text_clock import text_decode
 from punie.models.modelgen import Qwen3Shape, init_model_dir
 from punie.models.tokenizer import save_tokenizer, train_tokenizer
 from punie.params import Params, load_params
+from punie.serving.preflight import TokenizerMismatch, check_draft_tokenizer
 from punie.serving.server import build_server_command
 from punie.stages import speculative as stage
 from punie.stages.speculative_report import report, step_rest
@@ -353,10 +352,11 @@ def test_matching_tokenizers_pass(tiny_model_dir: Path, tiny_draft_dir: Path) ->
 def test_tokenizers_compared_by_vocabulary_when_no_fingerprint(
     tiny_model_dir: Path, foreign_draft_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The path for hub ids: load both tokenizers with transformers and compare vocabularies.
-    import punie.measurement.speculative as core
+    # The path for tokenizers without a tokenizer.json: load both with transformers and
+    # compare vocabularies.
+    import punie.serving.preflight as preflight
 
-    monkeypatch.setattr(core, "_local_fingerprint", lambda model: None)
+    monkeypatch.setattr(preflight, "_local_fingerprint", lambda model: None)
     with pytest.raises(TokenizerMismatch, match="tokens only in the draft"):
         check_draft_tokenizer(str(tiny_model_dir), str(foreign_draft_dir))
 

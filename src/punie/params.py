@@ -34,7 +34,8 @@ class Server(_Section):
     temp: float = Field(ge=0.0)
     max_tokens: int = Field(ge=1)
     prompt_cache_size: int = Field(ge=1)
-    ready_timeout_s: float = Field(gt=0)
+    ready_timeout_s: float = Field(gt=0)  # floor of the readiness wait
+    ready_timeout_per_gb_s: float = Field(ge=0)  # added per GB of the server's weights
     request_timeout_s: float = Field(gt=0)
     chat_template_args: dict[str, Any]
 

@@ -14,6 +14,7 @@ MAIN_MODEL = Path("models/main")
 DRAFT_MODEL = Path("models/draft")
 BOOTSTRAP_METRICS = Path("metrics/bootstrap.json")
 BOOTSTRAP_EVAL = Path("metrics/bootstrap_eval.json")
+BOOTSTRAP_LOSS = Path("metrics/bootstrap_loss.json")  # plot rows {model, iteration, loss, split}
 
 # profile
 PROFILE_METRICS = Path("metrics/profile.json")
@@ -34,6 +35,7 @@ GATE = Path("metrics/gate.json")
 CONCISE_DATA = Path("data/concise")
 CONCISE_MODEL = Path("models/concise")
 RETRAIN_METRICS = Path("metrics/retrain.json")
+RETRAIN_LOSS = Path("metrics/retrain_loss.json")  # plot rows {run, iteration, loss, split}
 RETRAIN_LOGS = Path("logs/retrain")
 CONCISE_DRAFT = Path("models/concise_draft")
 

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 from punie import paths
 from punie.agent.queries import query_sets
 from punie.errors import StageError
-from punie.measurement.benchmark import params_agent, server_config
+from punie.measurement.benchmark import params_agent, params_server, server_config
 from punie.measurement.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
 from punie.measurement.timing import Case, load_cases, run_queries
 from punie.models.corpus import read_jsonl
 from punie.params import Models, load_params
 from punie.results import write_json
+from punie.serving.preflight import local_models
 from punie.serving.runtime import MlxCommandError, run_mlx
-from punie.serving.server import ServerProcess
 
 if TYPE_CHECKING:
     from punie.measurement.records import QueryRecord
@@ -90,9 +90,7 @@ async def run_accuracy(params: Params, cases: Sequence[Case]) -> list[QueryRecor
 
     config = server_config(params, params.models.main)
     async with (
-        ServerProcess(
-            config, ready_timeout_s=params.server.ready_timeout_s, blas=params.runtime.blas
-        ) as server,
+        params_server(params, config, None) as server,
         params_agent(params, server.base_url) as agent,
     ):
         return await run_queries(
@@ -156,11 +154,15 @@ def evaluate(
 ) -> int:
     if not params.models.draft:
         raise StageError("models.draft is not set: nothing to evaluate the draft against")
+    named = {"main": params.models.main, "draft": params.models.draft}  # as params.yaml says
+    params = local_models(params, use_draft=True)  # hub ids -> cached directories, in seconds
+    draft = params.models.draft
+    assert draft is not None
     sets = {p.stem: p for p in query_files} if query_files else query_sets(params)
     cases = load_cases(sets)
     print(f"eval: {len(cases)} queries through mlx_lm server + agent + tools")
     records = asyncio.run(run_accuracy(params, cases))
-    figures: dict[str, Any] = {"main": params.models.main, "draft": params.models.draft}
+    figures: dict[str, Any] = dict(named)
     for name in sets:
         for k, v in set_figures([r for r in records if r.set == name]).items():
             figures[f"{name}_{k}"] = v
@@ -181,7 +183,7 @@ def evaluate(
         probe = run_probe(
             ProbeRequest(
                 params.models.main,
-                params.models.draft,
+                draft,
                 bodies,
                 ks,
                 params.server.max_tokens,

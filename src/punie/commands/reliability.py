@@ -1,8 +1,10 @@
 """`punie-lab reliability`: the reliability figures table from reports/reliability.json.
 
 The test suite writes that file (tests/reliability_plugin.py) after a full run: how many
-faults were injected and survived, how many hostile tool inputs were tried and refused, how
-many `mlx_lm` processes were left behind and how many output-safety checks lost data.
+faults were injected and survived, how many of them were hard kills (SIGKILL of the lab or of
+`dvc repro`, a hang-up) that left nothing running, how many hostile tool inputs were tried and
+refused, how many `mlx_lm` processes were left behind and how many output-safety checks lost
+data.
 `--readme` rewrites the paths.README section between the reliability markers. The exit status is 1
 when a figure misses its target, so CI can gate on it.
 """
@@ -75,6 +77,17 @@ def rows(f: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     """(figure, value, target, met) for each line of the table."""
     checks = f.get("output_safety_checks")
     lost_value = f"{f['data_lost']}" + (f" (of {checks} checks)" if checks is not None else "")
+    hard: list[tuple[str, str, str, bool]] = []
+    if isinstance(f.get("hard_kills"), int) and isinstance(f.get("hard_kills_survived"), int):
+        # Schema 2 on: a report written before it has no such row.
+        hard.append(
+            (
+                "hard kills (SIGKILL, hang-up) / survived",
+                f"{f['hard_kills']} / {f['hard_kills_survived']}",
+                "all survived",
+                f["hard_kills"] > 0 and f["hard_kills_survived"] == f["hard_kills"],
+            )
+        )
     return [
         (
             "faults injected / survived",
@@ -82,6 +95,7 @@ def rows(f: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             "all survived",
             f["faults_injected"] > 0 and f["faults_survived"] == f["faults_injected"],
         ),
+        *hard,
         (
             "hostile inputs tried / refused",
             f"{f['hostile_inputs_tried']} / {f['hostile_inputs_refused']}",
@@ -107,7 +121,10 @@ def markdown(f: dict[str, Any], source: Path) -> str:
         f"Written by `punie-lab reliability --readme` from `{source}`, which the whole test "
         f"suite (`nox -s tests`) produces{f' ({when})' if when else ''}. A fault test "
         "survives when the run stops within its time with an error naming the cause, leaves "
-        "no server behind and keeps previous outputs intact; a hostile input counts as "
+        "no server behind and keeps previous outputs intact; a hard kill (the lab or its "
+        "`dvc repro` killed with SIGKILL, as the OOM killer does, or hung up) survives when "
+        "nothing it started is left running within seconds and outputs stay intact (a killed "
+        "`dvc repro` then runs again to the end); a hostile input counts as "
         "refused when the tool refused or capped it and nothing outside the workspace was "
         "read or changed."
     )

@@ -19,6 +19,7 @@ from punie.agent.queries import WARMUP
 from punie.measurement.memory import ServerMemorySampler
 from punie.measurement.timing import run_query, timed_agent
 from punie.serving.config import ServerConfig
+from punie.serving.hub import GB, is_hub_id, resolve_model, weights_bytes
 from punie.serving.server import ServerError, ServerProcess
 
 if TYPE_CHECKING:
@@ -58,6 +59,52 @@ def server_config(
     )
 
 
+def ready_timeout(params: Params, config: ServerConfig) -> tuple[float, str]:
+    """How long a server of `config` may take to answer its first completion, and a note
+    for the error when it does not: `server.ready_timeout_s` plus
+    `server.ready_timeout_per_gb_s` per GB of the weights it loads (main, draft and adapter
+    safetensors on disk; the stages pass resolved local directories). A wait sized for a
+    2 MB model kills a healthy 20 GB load, which reads from disk for minutes."""
+    s = params.server
+    size = sum(
+        weights_bytes(m) for m in (config.model_path, config.draft_model, config.adapter_path)
+    )
+    timeout = s.ready_timeout_s + s.ready_timeout_per_gb_s * size / GB
+    note = (
+        f"the wait was sized for {size / GB:.2f} GB of weights on disk: "
+        f"server.ready_timeout_s {s.ready_timeout_s:g} s + server.ready_timeout_per_gb_s "
+        f"{s.ready_timeout_per_gb_s:g} s per GB; raise server.ready_timeout_per_gb_s for a "
+        "slow disk"
+    )
+    return timeout, note
+
+
+def local_config(config: ServerConfig) -> ServerConfig:
+    """`config` with any hub id (main, draft) replaced by its directory in the local cache:
+    the server is never the one to resolve or download a model (`punie.serving.hub`)."""
+    update = {
+        field: str(resolve_model(value, field))
+        for field in ("model_path", "draft_model")
+        if (value := getattr(config, field)) is not None and is_hub_id(value)
+    }
+    return config.model_copy(update=update) if update else config
+
+
+def params_server(params: Params, config: ServerConfig, log_path: Path | None) -> ServerProcess:
+    """A `ServerProcess` with the lab's settings: local model directories (`local_config`),
+    the readiness wait sized by `ready_timeout`, the BLAS of params `runtime.blas`. Every
+    server a stage starts comes from here."""
+    config = local_config(config)
+    timeout, note = ready_timeout(params, config)
+    return ServerProcess(
+        config,
+        log_path=log_path,
+        ready_timeout_s=timeout,
+        blas=params.runtime.blas,
+        ready_note=note,
+    )
+
+
 def params_agent(params: Params, base_url: str) -> AbstractAsyncContextManager[Agent[None, str]]:
     """`measure.timed_agent` with the lab's agent and server settings (params `agent`, `server`)."""
 
@@ -92,12 +139,7 @@ class _Live:
 async def _start(
     stack: contextlib.AsyncExitStack, params: Params, run: ConfigRun, log_dir: Path
 ) -> _Live:
-    server = ServerProcess(
-        run.config,
-        log_path=log_dir / f"{run.label}-server.log",
-        ready_timeout_s=params.server.ready_timeout_s,
-        blas=params.runtime.blas,
-    )
+    server = params_server(params, run.config, log_dir / f"{run.label}-server.log")
     await stack.enter_async_context(server)
     memory = stack.enter_context(ServerMemorySampler(server.pid))
     agent = await stack.enter_async_context(params_agent(params, server.base_url))

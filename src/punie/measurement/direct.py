@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from punie.results import read_json, write_json
 from punie.serving.render import prompt_ids
-from punie.serving.runtime import MlxCommandError, mlx_env
+from punie.serving.runtime import MlxCommandError, run_captured
 
 if TYPE_CHECKING:
     from punie.measurement.records import QueryRecord
@@ -69,17 +69,10 @@ def run_direct(
     src, dst = work_dir / "direct_in.json", work_dir / "direct_out.json"
     write_json(src, {"chat_template_args": chat_template_args or {}, "turns": turns})
     dst.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "punie.measurement.direct", model_path, str(src), str(dst)]
+    args = [model_path, str(src), str(dst)]
     try:
-        proc = subprocess.run(
-            cmd,
-            env=mlx_env(blas),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        # Through the launcher: the child dies with this process, however it dies.
+        proc = run_captured("punie.measurement.direct", args, blas=blas, timeout_s=timeout_s)
     except subprocess.TimeoutExpired:
         raise MlxCommandError(f"direct generation took longer than {timeout_s:g}s") from None
     if proc.returncode != 0 or not dst.exists():

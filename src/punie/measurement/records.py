@@ -37,6 +37,12 @@ class TurnTrace:
     prefill_done: float | None = None  # server's `: keepalive N/N` arrived
     first_data: float | None = None  # first SSE data chunk arrived
     last_byte: float | None = None
+    # Thinking: streamed chunks whose delta carries `reasoning` text (one per token: mlx_lm
+    # server sends the `<think>` block in that field), the first one's arrival, and the
+    # first answer or tool-call chunk after it.
+    reasoning_chunks: int = 0
+    first_reasoning: float | None = None
+    first_answer: float | None = None
     request_body: dict[str, Any] | None = None  # exactly what was sent (for the direct floor)
     response: ModelResponse | None = None
     error: str | None = None
@@ -79,6 +85,8 @@ class TurnRecord:
     tool_calls: list[dict[str, Any]]
     text: str
     error: str | None
+    thinking_tokens: int = 0  # streamed chunks of reasoning text (part of completion_tokens)
+    thinking_s: float = 0.0  # first reasoning chunk -> first answer/tool chunk (or the end)
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,8 @@ class QueryRecord:
     # The answer after a tool call states a fact of the tool's output (punie.agent.grounding);
     # None without a tool result or an answer.
     grounded: bool | None = None
+    thinking_tokens: int = 0  # sum over turns (part of completion_tokens)
+    thinking_s: float = 0.0  # sum over turns
     # Exact request bodies per turn, for the direct floor; not written to the records file.
     requests: list[dict[str, Any] | None] = field(default_factory=list, repr=False, compare=False)
 
@@ -172,6 +182,10 @@ def _turn_record(i: int, turn: TurnTrace, t0: float) -> TurnRecord:
     if first is not None and turn.last_byte is not None and completion > 1:
         decode_s = max(turn.last_byte - first, 0.0)
         decode_tps = (completion - 1) / decode_s if decode_s > 0 else None
+    thinking_s = 0.0
+    if turn.first_reasoning is not None:
+        stop = next(t for t in (turn.first_answer, turn.last_byte, end) if t is not None)
+        thinking_s = max(stop - turn.first_reasoning, 0.0)
     text = ""
     if turn.response is not None:
         text = "".join(p.content for p in turn.response.parts if isinstance(p, TextPart))
@@ -190,6 +204,8 @@ def _turn_record(i: int, turn: TurnTrace, t0: float) -> TurnRecord:
         tool_calls=_tool_calls(turn.response),
         text=text[:2000],
         error=turn.error,
+        thinking_tokens=turn.reasoning_chunks,
+        thinking_s=thinking_s,
     )
 
 
@@ -255,6 +271,8 @@ def build_record(
         grounded=grounded(
             output, [s.output for s in trace.tools if s.output is not None], query.query
         ),
+        thinking_tokens=sum(t.thinking_tokens for t in turns),
+        thinking_s=sum(t.thinking_s for t in turns),
         requests=[t.request_body for t in trace.turns],
     )
 
@@ -282,6 +300,7 @@ def summarize(records: Sequence[QueryRecord]) -> dict[str, Any]:
     decoded = [t for t in turns if t.decode_s and t.completion_tokens > 1]
     decode_time = sum(t.decode_s or 0.0 for t in decoded)
     tool_records = [r for r in records if r.expect == "tool"]
+    completion = sum(r.completion_tokens for r in ok)
     return {
         "accuracy": _rate([r.correct for r in records]),
         "tool_accuracy": _rate([r.correct for r in tool_records]),
@@ -296,6 +315,11 @@ def summarize(records: Sequence[QueryRecord]) -> dict[str, Any]:
         if decode_time
         else None,
         "completion_tokens_mean": _mean([r.completion_tokens for r in ok]),
+        # Thinking (a `<think>` block streamed as `reasoning`): tokens per query, their share
+        # of the completion tokens, and the thinking seconds' share of the end-to-end time.
+        "thinking_tokens_mean": _mean([r.thinking_tokens for r in ok]),
+        "thinking_share": sum(r.thinking_tokens for r in ok) / completion if completion else None,
+        "thinking_time_share": sum(r.thinking_s for r in ok) / total if total else None,
         "grounded_share": _rate([r.grounded for r in records if r.grounded is not None]),
         "turns_mean": _mean([r.n_turns for r in ok]),
         "n_queries": len(records),

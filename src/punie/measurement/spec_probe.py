@@ -11,7 +11,7 @@ models, renders the recorded agent request bodies with the chat template exactly
 
 It also times one main-model pass over k+1 tokens against a single-token pass (the verify
 cost Leviathan et al. take as 1). `punie.measurement.spec_probe.run_probe` starts it with OpenBLAS
-preloaded (`punie.serving.runtime.mlx_env`).
+preloaded (`punie.serving.runtime.run_captured`, through the launcher).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from punie.measurement.speculative import (
     turn_kind,
 )
 from punie.serving.render import prompt_ids
-from punie.serving.runtime import mlx_env
+from punie.serving.runtime import run_captured
 
 
 def probe_body(request: dict[str, Any]) -> dict[str, Any]:
@@ -203,11 +203,10 @@ def run_probe(
     req_path, out_path = workdir / "probe_request.json", workdir / "probe_result.json"
     req_path.write_text(json.dumps(asdict(req)))
     out_path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "punie.measurement.spec_probe", str(req_path), str(out_path)]
+    args = [str(req_path), str(out_path)]
     try:
-        proc = subprocess.run(
-            cmd, env=mlx_env(blas), capture_output=True, text=True, timeout=timeout_s, check=False
-        )
+        # Through the launcher: the child dies with this process, however it dies.
+        proc = run_captured("punie.measurement.spec_probe", args, blas=blas, timeout_s=timeout_s)
     except subprocess.TimeoutExpired:
         raise ProbeError(f"acceptance probe took longer than {timeout_s:.0f} s") from None
     if proc.returncode != 0 or not out_path.exists():

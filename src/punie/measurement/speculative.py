@@ -6,13 +6,9 @@ The in-process measurement that produces the numbers lives in `punie.measurement
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from punie.models.tokenizer import tokenizer_fingerprint
 
 # The speculative stage's decision, read by concise_draft and final (see `Choice`).
 
@@ -247,64 +243,3 @@ def choose_configuration(
         f"{best.e2e_mean_s:.3f} s vs baseline {baseline.e2e_mean_s:.3f} s end to end, "
         f"server peak RSS {best.peak_rss_mb:.0f} MB",
     )
-
-
-# --- Draft/main tokenizer compatibility ----------------------------------------------------
-
-
-class TokenizerMismatch(ValueError):
-    """The draft's vocabulary differs from the main model's: its tokens would be nonsense."""
-
-
-def _vocab(model: str) -> dict[str, int]:
-    """The full vocabulary (with added tokens) of a local directory or a cached hub id."""
-    from transformers import AutoTokenizer
-
-    try:
-        # Never the network: a hub id must already be in the local cache.
-        tok = AutoTokenizer.from_pretrained(model, local_files_only=True)
-    except Exception as e:  # transformers raises many types for a missing/bad tokenizer
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TokenizerMismatch(
-            f"cannot load the tokenizer of {model!r}: it is neither a local model directory "
-            f"nor a model in the local hub cache ({first})"
-        ) from None
-    if tok is None:
-        raise TokenizerMismatch(f"no tokenizer found for {model!r}")
-    return dict(tok.get_vocab())
-
-
-def _local_fingerprint(model: str) -> str | None:
-    path = Path(model)
-    if not (path / "tokenizer.json").is_file():
-        return None
-    try:
-        return tokenizer_fingerprint(path)
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return None
-
-
-def check_draft_tokenizer(main: str, draft: str) -> None:
-    """Raise TokenizerMismatch unless `draft` tokenizes exactly like `main`.
-
-    Local directories with a tokenizer.json compare vocabulary fingerprints; anything else
-    (hub ids, other tokenizer formats) loads both tokenizers and compares vocabularies.
-    """
-    fm, fd = _local_fingerprint(main), _local_fingerprint(draft)
-    if fm is not None and fd is not None:
-        if fm != fd:
-            raise TokenizerMismatch(
-                f"draft model {draft} does not share the main model's tokenizer "
-                f"(vocabulary fingerprint {fd} vs {fm} for {main}); a draft must use the "
-                f"main model's tokenizer"
-            )
-        return
-    vm, vd = _vocab(main), _vocab(draft)
-    if vm != vd:
-        only_main = len(vm.keys() - vd.keys())
-        only_draft = len(vd.keys() - vm.keys())
-        raise TokenizerMismatch(
-            f"draft model {draft} does not share the main model's tokenizer ({main}): "
-            f"vocab sizes {len(vd)} vs {len(vm)}, {only_draft} tokens only in the draft, "
-            f"{only_main} only in the main model"
-        )

@@ -17,7 +17,8 @@ from punie.measurement.timing import with_stream
 
 
 class _ChunkStamps(httpx2.AsyncByteStream):
-    """Passes an SSE stream through, stamping each chunk that carries answer text."""
+    """Passes an SSE stream through, stamping each chunk that carries answer text or thinking
+    (`reasoning`, a Qwen3 `<think>` block): both are decoded tokens."""
 
     def __init__(self, inner: httpx2.AsyncByteStream, stamps: list[float]) -> None:
         self._inner, self._stamps, self._pending = inner, stamps, b""
@@ -28,10 +29,10 @@ class _ChunkStamps(httpx2.AsyncByteStream):
             lines = (self._pending + chunk).split(b"\n")
             self._pending = lines.pop()
             for line in lines:
-                if line.startswith(b"data:") and b'"content"' in line:
+                if line.startswith(b"data:") and (b'"content"' in line or b'"reasoning"' in line):
                     with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
                         delta = json.loads(line[5:])["choices"][0]["delta"]
-                        if delta.get("content"):
+                        if delta.get("content") or delta.get("reasoning"):
                             self._stamps.append(now)
             yield chunk
 

@@ -170,13 +170,32 @@ class TimedToolset(WrapperToolset[Any]):
             span.end = time.perf_counter()
 
 
+# An unfinished SSE line longer than this is dropped (no chunk of mlx_lm's comes close).
+_MAX_LINE = 1 << 20
+
+
+def _delta(line: bytes) -> dict[str, Any]:
+    """The `delta` of a streamed chat-completion chunk (`data: {...}`), or {}."""
+    try:
+        delta = json.loads(line[5:])["choices"][0]["delta"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return {}
+    return delta if isinstance(delta, dict) else {}
+
+
 class _TimedStream(httpx2.AsyncByteStream):
-    """Passes the response bytes through, stamping prefill-done, first data and last byte."""
+    """Passes the response bytes through, stamping prefill-done, first data and last byte,
+    and counting thinking: chunks whose delta carries `reasoning` text (mlx_lm server streams
+    a `<think>` block there, one chunk per token), with the first one's arrival and the
+    first answer or tool-call chunk after it. Nothing after `data: [DONE]` is scanned: the
+    OpenAI SDK drains a finished response by iterating its stream again, and a replayable
+    stream (httpx's MockTransport) would be counted twice."""
 
     def __init__(self, inner: httpx2.AsyncByteStream, turn: TurnTrace) -> None:
         self._inner = inner
         self._turn = turn
         self._pending = b""
+        self._done = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._inner:
@@ -184,21 +203,42 @@ class _TimedStream(httpx2.AsyncByteStream):
             yield chunk
 
     def _scan(self, chunk: bytes, now: float) -> None:
+        if self._done:
+            return
         turn = self._turn
         turn.last_byte = now
         lines = (self._pending + chunk).split(b"\n")
-        self._pending = lines.pop()[-256:]  # only line starts matter
+        self._pending = lines.pop()
+        if len(self._pending) > _MAX_LINE:
+            self._pending = b""
         for line in lines:
             if line.startswith(b": keepalive") and turn.prefill_done is None:
                 done, _, total = line[len(b": keepalive") :].strip().partition(b"/")
                 if done and done == total:
                     turn.prefill_done = now
-            elif (
-                line.startswith(b"data:")
-                and turn.first_data is None
-                and line[5:].strip() != b"[DONE]"
-            ):
-                turn.first_data = now
+            elif line.startswith(b"data:") and line[5:].strip() == b"[DONE]":
+                self._done = True
+                return
+            elif line.startswith(b"data:"):
+                if turn.first_data is None:
+                    turn.first_data = now
+                self._scan_delta(line, now)
+
+    def _scan_delta(self, line: bytes, now: float) -> None:
+        if b'"reasoning"' not in line and self._turn.first_reasoning is None:
+            return  # no thinking so far: nothing to count (and no JSON to parse)
+        delta = _delta(line)
+        turn = self._turn
+        if delta.get("reasoning"):
+            turn.reasoning_chunks += 1
+            if turn.first_reasoning is None:
+                turn.first_reasoning = now
+        if (
+            turn.first_reasoning is not None
+            and turn.first_answer is None
+            and (delta.get("content") or delta.get("tool_calls"))
+        ):
+            turn.first_answer = now
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -1,4 +1,4 @@
-"""Conciseness training: the gate's decision, short answers, LoRA progress and commands.
+"""Conciseness training: the gate's decision, short answers, the LoRA request and commands.
 
 The gate writes only its decision and a reason that states the comparison, never the
 measured share: a re-profile that moves the share from 0.93 to 0.91 leaves `gate.json`
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,36 +63,11 @@ def read_gate(path: Path = paths.GATE) -> GateDecision:
         raise StageError(str(e)) from None
 
 
-# ---------------------------------------------------------------------------------------
-# Progress of `mlx_lm lora`: mlx-lm 0.32 prints rich rows ("   12    5.969 ▼ ...",
-# "   12    val 5.967 ...") coloured with ANSI codes even into a pipe; older versions print
-# "Iter 12: Train loss 5.969". Both give the iteration and the loss.
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_ROW = re.compile(r"^\s*(\d+)\s+(val\s+)?(\d+\.\d+|nan|inf)")
-_LEGACY = re.compile(r"^Iter (\d+): (Train|Val) loss (\d+\.\d+|nan|inf)")
-
-
-@dataclass(frozen=True)
-class LoraProgress:
-    iteration: int
-    loss: float
-    validation: bool
-
-
-def parse_lora_line(line: str) -> LoraProgress | None:
-    text = _ANSI.sub("", line)
-    if m := _ROW.match(text):
-        return LoraProgress(int(m.group(1)), float(m.group(3)), m.group(2) is not None)
-    if m := _LEGACY.match(text.strip()):
-        return LoraProgress(int(m.group(1)), float(m.group(3)), m.group(2) == "Val")
-    return None
-
-
-def lora_command(
+def lora_request(
     model: str,
     data_dir: Path,
     adapter_dir: Path,
+    metrics: Path,
     *,
     iters: int,
     rank: int,
@@ -103,37 +77,38 @@ def lora_command(
     seed: int,
     max_seq_length: int,
     save_every: int | None = None,
-) -> tuple[list[str], dict[str, Any]]:
-    """Arguments for `mlx_lm lora` and the YAML config it reads (rank lives only there).
+) -> dict[str, Any]:
+    """The training worker's request (the fields of punie.models.train_worker.TrainRequest):
+    LoRA of rank `rank` (scale 20, no dropout) on the top `num_layers`, loss on the answers,
+    about 20 reports, validation at the start and the end only, on the whole valid split.
 
     `save_every` writes a checkpoint `{it:07d}_adapters.safetensors` at each multiple (the
     learning rate is constant, so the checkpoint at step n is the model an n-step run makes).
     """
-    config = {"lora_parameters": {"rank": rank, "scale": 20.0, "dropout": 0.0}}
-    args = [
-        "lora",
-        "--model", model,
-        "--train",
-        "--data", str(data_dir),
-        "--fine-tune-type", "lora",
-        "--adapter-path", str(adapter_dir),
-        "--iters", str(iters),
-        "--batch-size", str(batch_size),
-        "--learning-rate", str(learning_rate),
-        "--num-layers", str(num_layers),
-        "--max-seq-length", str(max_seq_length),
-        "--mask-prompt",
-        "--steps-per-report", str(max(1, iters // 20)),
-        "--steps-per-eval", str(iters),  # validation at the start and the end only
-        "--val-batches", "-1",
-        "--save-every", str(save_every or iters),
-        "--seed", str(seed),
-    ]  # fmt: skip
-    return args, config
+    return {
+        "model": model,
+        "data": str(data_dir),
+        "adapter_path": str(adapter_dir),
+        "metrics": str(metrics),
+        "fine_tune_type": "lora",
+        "lora_parameters": {"rank": rank, "scale": 20.0, "dropout": 0.0},
+        "num_layers": num_layers,
+        "iters": iters,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "max_seq_length": max_seq_length,
+        "mask_prompt": True,
+        "steps_per_report": max(1, iters // 20),
+        "steps_per_eval": iters,
+        "val_batches": -1,
+        "save_every": save_every or iters,
+        "seed": seed,
+        "learning_rate_knob": "conciseness.lora.learning_rate",
+    }
 
 
 def checkpoint_name(iteration: int) -> str:
-    """File name `mlx_lm lora` gives the adapters it saves at `iteration`."""
+    """File name mlx-lm's trainer gives the adapters it saves at `iteration`."""
     return f"{iteration:07d}_adapters.safetensors"
 
 

@@ -1,18 +1,16 @@
-"""`mlx_lm lora` and `mlx_lm fuse` runs: trainers side by side with live progress, fusing,
-and a teacher model's greedy answers for distillation.
+"""Training runs (mlx-lm's trainer in `punie.models.train_worker`) side by side with live
+progress, `mlx_lm fuse`, and a teacher model's greedy answers for distillation.
 
-Every run is a subprocess of the real mlx-lm (OpenBLAS preloaded on Linux, `punie.serving.runtime`);
-none outlives its caller, on success, error or Ctrl-C.
+Every run is a subprocess (OpenBLAS preloaded on Linux, `punie.serving.runtime`); none
+outlives its caller, on success, error or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,76 +18,76 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from punie import paths
 from punie.models.corpus import contiguous_shards, read_jsonl, to_jsonl
+from punie.models.train_worker import Report, TrainLog, TrainRequest, run_training
 from punie.params import Distill, ModelShape, Params
 from punie.results import atomic_dir
 from punie.serving.runtime import run_mlx, run_parallel
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# mlx_lm's trainer prints "  <iter>    <loss> ▼    <tok/s>    <k tokens>" and
-# "  <iter>    val <loss>    <seconds>s"; a changed format only loses the live display.
-_TRAIN_LINE = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+[▼▲]\s+([\d,]+)")
-_VAL_LINE = re.compile(r"^\s*(\d+)\s+val\s+([\d.]+)")
+DISTILL = "draft-distill"  # the label of the draft's distillation run
 
 
-@dataclass
-class TrainLog:
-    """Losses parsed from the trainer's output lines."""
-
-    train: list[tuple[int, float]] = field(default_factory=list)
-    val: list[tuple[int, float]] = field(default_factory=list)
-    tokens_per_s: list[float] = field(default_factory=list)
-
-    def feed(self, line: str) -> None:
-        line = _ANSI.sub("", line)
-        if m := _TRAIN_LINE.match(line):
-            self.train.append((int(m.group(1)), float(m.group(2))))
-            self.tokens_per_s.append(float(m.group(3).replace(",", "")))
-        elif m := _VAL_LINE.match(line):
-            self.val.append((int(m.group(1)), float(m.group(2))))
-
-
-def lora_args(
-    model_dir: Path, data_dir: Path, adapter_dir: Path, m: ModelShape, seed: int, iters: int
-) -> list[str]:
-    """`mlx_lm lora` full fine-tune of every layer, loss on the assistant turn only."""
-    config = adapter_dir.parent / f"{adapter_dir.name}.yaml"
+def train_request(
+    model_dir: Path,
+    data_dir: Path,
+    adapter_dir: Path,
+    m: ModelShape,
+    seed: int,
+    iters: int,
+    *,
+    knob: str = "learning_rate",
+) -> TrainRequest:
+    """A full fine-tune of every layer, loss on the assistant turn only, cosine decay to 10 %
+    after a short warm-up (a from-scratch run this short needs it). Reports every 10 steps,
+    validation at the first and last, no numbered checkpoints. Its JSON lines go to
+    `<adapter_dir>.jsonl` (`reports_of`)."""
     warmup = max(1, iters // 10)
-    # Cosine decay to 10 % after a short warm-up: a from-scratch run this short needs it.
     schedule = {
-        "lr_schedule": {
-            "name": "cosine_decay",
-            "warmup": warmup,
-            "arguments": [m.learning_rate, max(iters - warmup, 1), m.learning_rate * 0.1],
-        }
+        "name": "cosine_decay",
+        "warmup": warmup,
+        "arguments": [m.learning_rate, max(iters - warmup, 1), m.learning_rate * 0.1],
     }
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps(schedule))  # JSON is YAML
-    return [
-        "lora", "--model", str(model_dir), "--train", "--data", str(data_dir),
-        "--fine-tune-type", "full", "--num-layers", "-1", "--mask-prompt",
-        "--batch-size", str(m.batch_size), "--iters", str(iters),
-        "--learning-rate", str(m.learning_rate), "--max-seq-length", str(m.max_seq_length),
-        "--steps-per-report", "10", "--steps-per-eval", str(max(iters, 1)),
-        "--val-batches", str(m.val_batches), "--save-every", str(iters + 1), "--seed", str(seed),
-        "--adapter-path", str(adapter_dir), "-c", str(config),
-    ]  # fmt: skip
+    return TrainRequest(
+        model=str(model_dir), data=str(data_dir), adapter_path=str(adapter_dir),
+        metrics=str(_reports(adapter_dir)),
+        iters=iters, batch_size=m.batch_size, learning_rate=m.learning_rate,
+        max_seq_length=m.max_seq_length, seed=seed,
+        fine_tune_type="full", num_layers=-1, lr_schedule=schedule, mask_prompt=True,
+        steps_per_report=10, steps_per_eval=max(iters, 1), val_batches=m.val_batches,
+        save_every=iters + 1, learning_rate_knob=knob,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Job:
-    """One model to train: its label, random init and shape."""
+    """One model to train: its label, random init and shape, and the params key of its
+    learning rate (named when the loss turns NaN)."""
 
     label: str
     model_dir: Path
     shape: ModelShape
     iters: int | None = None
+    knob: str = "learning_rate"
 
 
 @dataclass(frozen=True)
 class Trained:
     log: TrainLog
     seconds: float
+
+
+def adapters_of(work: Path, label: str) -> Path:
+    """Where `train_many` leaves job `label`'s trained tensors."""
+    return work / f"{label}-adapters"
+
+
+def reports_of(work: Path, label: str) -> Path:
+    """The JSON lines of job `label`'s reports (`TrainLog.read` reads them back)."""
+    return _reports(adapters_of(work, label))
+
+
+def _reports(adapter_dir: Path) -> Path:
+    return adapter_dir.parent / f"{adapter_dir.name}.jsonl"
 
 
 def train_many(
@@ -99,14 +97,15 @@ def train_many(
 
     Each trainer is a single-threaded process, so on a 2-core machine the main model and
     the draft train side by side in the time of the main model alone. When one fails or
-    we are interrupted, the others are killed: no trainer outlives the stage.
+    we are interrupted, the others are killed: no trainer outlives the stage. A NaN or inf
+    loss stops the stage with a StageError naming the model, the iteration and the knob.
     """
 
     def one(job: Job, progress: Progress) -> Trained:
         iters = job.iters or job.shape.iters
-        log = TrainLog()
-        args = lora_args(
-            job.model_dir, data_dir, work / f"{job.label}-adapters", job.shape, seed, iters
+        adapters = adapters_of(work, job.label)
+        request = train_request(
+            job.model_dir, data_dir, adapters, job.shape, seed, iters, knob=job.knob
         )
         task = progress.add_task(job.label, total=iters, loss="")
         # A bar is only drawn on a terminal: in a CI log or a piped `dvc repro` it would stay
@@ -114,24 +113,28 @@ def train_many(
         plain = show and not progress.console.is_terminal
         tenth = max(iters // 10, 1)
         shown = 0  # the iteration of the last plain line
+        val = ""
 
-        def on_line(line: str) -> None:
-            nonlocal shown
-            log.feed(line)
-            if log.train:
-                it, loss = log.train[-1]
-                val = f" val {log.val[-1][1]:.3f}" if log.val else ""
-                progress.update(task, completed=it, loss=f"loss {loss:.3f}{val}")
-                if plain and it // tenth > shown // tenth:  # crossed into a new tenth
-                    shown = it
-                    elapsed = time.perf_counter() - t0
-                    progress.console.print(
-                        f"{job.label}: {it}/{iters} it, loss {loss:.3f}{val}, {elapsed:.0f} s"
-                    )
+        def on_report(report: Report) -> None:
+            nonlocal shown, val
+            if report.split == "val":
+                val = f" val {report.loss:.3f}"
+                return
+            it, loss = report.iteration, report.loss
+            progress.update(task, completed=it, loss=f"loss {loss:.3f}{val}")
+            if plain and it // tenth > shown // tenth:  # crossed into a new tenth
+                shown = it
+                elapsed = time.perf_counter() - t0
+                progress.console.print(
+                    f"{job.label}: {it}/{iters} it, loss {loss:.3f}{val}, {elapsed:.0f} s"
+                )
 
         t0 = time.perf_counter()
-        log_path = work / f"{job.label}-train.log"
-        run_mlx(args, blas=blas, log_path=log_path, on_line=on_line, threads=job.shape.blas_threads)
+        log = run_training(
+            request, work / f"{job.label}-request.json", label=job.label, blas=blas,
+            threads=job.shape.blas_threads, log_path=work / f"{job.label}-train.log",
+            on_report=on_report,
+        )  # fmt: skip
         progress.update(task, completed=iters)
         return Trained(log, time.perf_counter() - t0)
 
@@ -159,7 +162,7 @@ def train(
     iters: int | None = None,
     show: bool = True,
 ) -> TrainLog:
-    """One trainer with a live progress bar; returns the parsed losses."""
+    """One trainer with a live progress bar; returns its reports."""
     job = Job(label, model_dir, m, iters)
     return train_many([job], data_dir, work, seed=seed, blas=blas, show=show)[label].log
 
@@ -234,7 +237,8 @@ def distill_draft(
     distill: Distill | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the draft in `draft_dir` on the `teacher` model's greedy answers to corpus
-    train prompts (punie.models.distill), then fuse it into `out` (default: models/draft)."""
+    train prompts (punie.models.distill), then fuse it into `out` (default: models/draft).
+    Its reports stay in `work` (`TrainLog.read(reports_of(work, DISTILL))`)."""
     b = params.bootstrap
     d = distill or b.distill
     blas = params.runtime.blas
@@ -255,9 +259,11 @@ def distill_draft(
     (data / "valid.jsonl").write_text(to_jsonl(answers[len(train_rows) :]))
     seconds = time.perf_counter() - t0
     shape = b.draft.model_copy(update={"iters": d.iters, "learning_rate": d.learning_rate})
-    job = Job("draft-distill", draft_dir, shape)
+    sections = {"bootstrap.distill": b.distill, "conciseness.draft": params.conciseness.draft}
+    key = next((k for k, section in sections.items() if section is d), "distill")
+    job = Job(DISTILL, draft_dir, shape, knob=f"{key}.learning_rate")
     trained = train_many([job], data, work, seed=params.runtime.seed, blas=blas)[job.label]
-    fuse(draft_dir, work / "draft-distill-adapters", out, tok_dir, blas)
+    fuse(draft_dir, adapters_of(work, DISTILL), out, tok_dir, blas)
     return {
         "distill_rows": d.rows,
         "distill_generate_seconds": seconds,

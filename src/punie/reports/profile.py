@@ -42,6 +42,7 @@ def _per_query(records: Sequence[QueryRecord]) -> list[list[str]]:
                 _fmt(r.overhead_s, 2),
                 str(r.n_turns),
                 str(r.completion_tokens),
+                str(r.thinking_tokens),
                 _fmt(statistics.fmean(ttfts), 3) if ttfts else "-",
             ]
         )
@@ -60,6 +61,7 @@ QUERY_COLUMNS = [
     "overhead s",
     "turns",
     "out tokens",
+    "think tokens",
     "TTFT s",
 ]
 
@@ -72,7 +74,11 @@ def markdown_report(
         "",
         f"Model `{model}`; {metrics['n_queries']} query runs, {metrics['n_errors']} failed. "
         "Generation = time inside model requests, tool = time inside tool calls, "
-        "overhead = the rest of the measured total (framework, HTTP, parsing).",
+        "overhead = the rest of the measured total (framework, HTTP, parsing). "
+        "Think tokens: the part of the out tokens streamed as thinking (a `<think>` block, "
+        "the server's `reasoning` field); thinking_share is their share of the completion "
+        "tokens, thinking_time_share the share of the end-to-end time spent before the first "
+        "answer or tool-call token of a thinking turn.",
         "",
         "| metric | value |",
         "|---|---|",

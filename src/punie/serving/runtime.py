@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from punie.errors import MlxCommandError
+from punie.serving import launch
 
 T = TypeVar("T")
 
@@ -46,8 +47,8 @@ def mlx_env(blas: str = "auto", base: dict[str, str] | None = None) -> dict[str,
     env = dict(os.environ if base is None else base)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Model hubs are unreachable here; never let a typo turn into a long network wait.
-    env.setdefault("HF_HUB_OFFLINE", "1")
+    # No HF_HUB_OFFLINE here: the user's own setting passes through, and the stages hand
+    # children resolved local directories (punie.serving.hub), so none of them downloads.
     preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p and "openblas" not in p]
     if blas == "auto":
         if lib := find_openblas():
@@ -89,11 +90,12 @@ def live_children() -> list[subprocess.Popen[str]]:
 
 
 def kill_all() -> None:
-    """Kill every mlx_lm child still running (e.g. the other trainer when one fails)."""
+    """Kill every mlx_lm child still running (e.g. the other trainer when one fails), each
+    with its process group."""
     with _LIVE_LOCK:
         procs = list(_LIVE)
     for proc in procs:
-        proc.kill()
+        launch.kill(proc)
 
 
 def run_parallel(calls: Sequence[Callable[[], T]]) -> list[T]:
@@ -126,16 +128,17 @@ def run_mlx(
     """Run `python -m <module> <args>` (mlx_lm by default), streaming its output line by line
     to `on_line` and a log. `threads`: OpenBLAS threads of the child (default: inherited).
 
-    The child is killed if we are interrupted, so a Ctrl-C never leaves a trainer behind.
+    The child runs through `punie.serving.launch` in its own process group: it is killed
+    with its group if we are interrupted (a Ctrl-C never leaves a trainer behind), and it
+    kills itself if we die without a chance to (SIGKILL, the OOM killer).
     """
     cmd = [sys.executable, "-m", module, *args]
     tail: list[str] = []
     log = open(log_path, "w") if log_path else None  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
+    proc = launch.popen(
         cmd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
         env=mlx_env(blas) | ({"OPENBLAS_NUM_THREADS": str(threads)} if threads else {}),
         text=True,
         bufsize=1,
@@ -153,7 +156,7 @@ def run_mlx(
                 on_line(line.rstrip())
         proc.wait(timeout=timeout_s)
     except BaseException:
-        proc.kill()
+        launch.kill(proc)
         proc.wait()
         raise
     finally:
@@ -164,3 +167,23 @@ def run_mlx(
     if proc.returncode != 0:
         joined = "\n".join(tail[-15:])
         raise MlxCommandError(f"`{module} {args[0]}` exited with {proc.returncode}:\n{joined}")
+
+
+def run_captured(
+    module: str, args: Sequence[str], *, blas: str = "auto", timeout_s: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m <module> <args>` through the launcher with the mlx environment, its output
+    captured (like `subprocess.run(..., capture_output=True, text=True)`). On a timeout
+    (`subprocess.TimeoutExpired` is raised) or an interrupt its whole group is killed first."""
+    cmd = [sys.executable, "-m", module, *args]
+    proc = launch.popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=mlx_env(blas), text=True
+    )
+    with proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except BaseException:
+            launch.kill(proc)
+            proc.wait()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -20,6 +21,7 @@ import httpx
 import psutil
 
 from punie.errors import ServerError
+from punie.serving import launch
 from punie.serving.config import ServerConfig
 from punie.serving.runtime import mlx_env
 
@@ -82,7 +84,9 @@ class ServerProcess:
     Output goes to a log file (an unread pipe blocks a chatty server). Ready means a real
     one-token chat completion succeeded: a server whose model failed to load still answers
     `/v1/models`. Leaving the block, normally, by an exception or by Ctrl-C, stops the
-    process (SIGTERM, then SIGKILL) so no server outlives its run.
+    process (SIGTERM, then SIGKILL) so no server outlives its run. The server runs through
+    `punie.serving.launch`, so it dies with this process even when nothing here gets to run
+    (SIGKILL, the OOM killer). `patches`: launcher patches applied before mlx_lm starts.
     """
 
     def __init__(
@@ -93,13 +97,19 @@ class ServerProcess:
         ready_timeout_s: float = 120.0,
         stop_timeout_s: float = 10.0,
         blas: str = "auto",
+        ready_note: str = "",
+        patches: Sequence[str] = (),
     ) -> None:
+        """`ready_note`: appended to the not-ready error (e.g. how the timeout was sized)."""
+        launch.check_patches(patches)
         if config.port == 0:
             config = config.model_copy(update={"port": free_port(config.host)})
         self.config = config
         self.ready_timeout_s = ready_timeout_s
+        self.ready_note = ready_note
         self.stop_timeout_s = stop_timeout_s
         self.blas = blas
+        self.patches = tuple(patches)
         self._own_log = log_path is None
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="mlx-server-", suffix=".log")[1])
         self._proc: subprocess.Popen[bytes] | None = None
@@ -141,6 +151,12 @@ class ServerProcess:
         try:
             httpx.get(f"{self.base_url}/models", timeout=timeout_s).raise_for_status()
         except httpx.HTTPError as e:
+            if isinstance(e, httpx.ConnectError) and self._proc is not None:
+                # Refused: a killed server closes its socket a moment before it can be reaped
+                # (longer on a loaded machine). Give it that moment: it is dead, not frozen.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=2.0)
+                self.check_alive()
             raise ServerError(
                 f"mlx_lm server (pid {self.pid}) is running but not answering"
                 f"{f' after {after}' if after else ''}: "
@@ -162,15 +178,14 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = build_server_command(self.config)
         with open(self.log_path, "wb") as log:
-            # New session: Ctrl-C in the terminal reaches us, not the server, so we decide
-            # how it stops; and stopping kills its whole group.
-            self._proc = subprocess.Popen(
+            # The launcher starts it in a new session: Ctrl-C in the terminal reaches us, not
+            # the server, so we decide how it stops; and stopping kills its whole group.
+            self._proc = launch.popen(
                 cmd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
                 env=mlx_env(self.blas),
-                start_new_session=True,
+                patches=self.patches,
             )
         try:
             await self._wait_ready()
@@ -215,8 +230,9 @@ class ServerProcess:
                 except httpx.TransportError as e:
                     last = f"{type(e).__name__}: {e}"
                 await asyncio.sleep(0.25)
+        note = f"; {self.ready_note}" if self.ready_note else ""
         raise ServerError(
-            f"mlx_lm server not ready after {self.ready_timeout_s:.0f}s ({last}); "
+            f"mlx_lm server not ready after {self.ready_timeout_s:.0f}s ({last}){note}; "
             f"log tail ({self.log_path}):\n{log_tail(self.log_path)}"
         )
 

@@ -2,8 +2,10 @@
 
 1. corpus   - agent chat examples rendered from the real agent's requests (punie.models.corpus)
 2. tokenizer - byte-level BPE trained on the corpus text
-3. models   - random Qwen3 inits trained with `mlx_lm lora --fine-tune-type full`, fused
-4. metrics  - corpus sizes, parameter counts, losses, seconds, BLAS
+3. models   - random Qwen3 inits fully fine-tuned by mlx-lm's trainer (punie.models.train_worker),
+              fused with `mlx_lm fuse`
+4. metrics  - corpus sizes, parameter counts, losses, seconds, BLAS; the loss curves of every
+              run as plot rows (metrics/bootstrap_loss.json)
 
 `punie-lab eval` checks the built models; `punie-lab step-cost` and `blas-benchmark` time
 their training.
@@ -25,7 +27,17 @@ from punie.measurement.memory import ServerMemorySampler
 from punie.models.corpus import build_corpus
 from punie.models.embedded import build_tokenizer, embed_scale, prompt_lengths, shape_of
 from punie.models.modelgen import init_model_dir
-from punie.models.train import Job, distill_draft, fuse, train_many, train_metrics
+from punie.models.train import (
+    DISTILL,
+    Job,
+    adapters_of,
+    distill_draft,
+    fuse,
+    reports_of,
+    train_many,
+    train_metrics,
+)
+from punie.models.train_worker import TrainLog, loss_rows
 from punie.params import Params, load_params
 from punie.results import round_floats, write_json
 from punie.serving.runtime import blas_in_use
@@ -85,19 +97,24 @@ def _build(params: Params) -> dict[str, Any]:
                     f"bootstrap.{label}.max_seq_length={shape.max_seq_length} is below the "
                     f"longest example ({metrics['max_example_tokens']} tokens)"
                 )
-            jobs.append(Job(label, init, shape))
+            jobs.append(Job(label, init, shape, knob=f"bootstrap.{label}.learning_rate"))
         t0 = time.perf_counter()
         trained = train_many(jobs, paths.CORPUS, work, seed=seed, blas=blas)
         metrics["train_seconds"] = time.perf_counter() - t0
+        logs = {job.label: trained[job.label].log for job in jobs}
         distilling = b.distill.rows > 0
         # A distilled draft is fused aside first, then fine-tuned on the main model's answers.
         if distilling:
             outputs["draft"] = work / "draft-corpus"
         for job in jobs:
             metrics.update(train_metrics(job.label, trained[job.label]))
-            fuse(job.model_dir, work / f"{job.label}-adapters", outputs[job.label], tok_dir, blas)
+            fuse(job.model_dir, adapters_of(work, job.label), outputs[job.label], tok_dir, blas)
         if distilling:
             metrics.update(distill_draft(params, outputs["draft"], work, tok_dir))
+            logs[DISTILL] = TrainLog.read(reports_of(work, DISTILL))
+    write_json(
+        paths.BOOTSTRAP_LOSS, [r for m, log in logs.items() for r in loss_rows(log, "model", m)]
+    )
     if metrics["main_params"] < 10 * metrics["draft_params"]:
         print("bootstrap: warning: the draft has fewer than 10x fewer parameters than main")
     metrics["total_seconds"] = time.perf_counter() - t_all

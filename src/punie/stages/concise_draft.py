@@ -22,6 +22,7 @@ from punie import paths
 from punie.models.train import distill_draft
 from punie.params import load_params
 from punie.results import read_object, round_floats, write_json
+from punie.serving.hub import ModelNotFound, resolve_model
 
 if TYPE_CHECKING:
     from punie.params import Params
@@ -47,8 +48,10 @@ def skip_reason(params: Params, retrain: dict[str, Any], choice: dict[str, Any])
     draft = choice.get("draft")
     if not draft:
         return "the speculative stage chose no draft"
-    if not (Path(draft) / "config.json").exists():
-        return f"draft {draft} is not a local model directory"
+    try:  # a local directory, or a hub id in the local cache (punie.serving.hub)
+        resolve_model(str(draft), "the speculative stage's draft")
+    except ModelNotFound as e:
+        return str(e)
     return None
 
 
@@ -63,7 +66,7 @@ def run_concise_draft(params: Params, out: Path) -> dict[str, Any]:
         write_json(out / DRAFT_STANDS, marker)
         print(f"concise-draft: skipped, the speculative stage's draft stands ({reason})")
         return marker
-    draft = Path(str(choice["draft"]))
+    draft = resolve_model(str(choice["draft"]), "the speculative stage's draft")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="punie-concise-draft-") as tmp:
         metrics = distill_draft(  # fused atomically: `out` is a complete draft or absent
@@ -75,7 +78,7 @@ def run_concise_draft(params: Params, out: Path) -> dict[str, Any]:
             out=out,
             distill=params.conciseness.draft,
         )
-    metrics = {"trained": True, "draft": str(draft), **metrics}
+    metrics = {"trained": True, "draft": str(choice["draft"]), **metrics}
     metrics["total_seconds"] = time.perf_counter() - t0
     write_json(out / "distill.json", round_floats(metrics))
     print(f"concise-draft: {draft} distilled on {paths.CONCISE_MODEL}'s answers -> {out}")

@@ -24,7 +24,6 @@ from punie.errors import StageError
 from punie.measurement.benchmark import measure_configs, record_printer, server_config
 from punie.measurement.records import accuracy_by_set, cut_off, summarize, time_split
 from punie.measurement.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
-from punie.measurement.speculative import TokenizerMismatch, check_draft_tokenizer
 from punie.measurement.timing import load_cases
 from punie.params import load_params
 from punie.reports.final import (
@@ -35,6 +34,7 @@ from punie.reports.final import (
     render_final_report,
 )
 from punie.results import read_object, write_json, write_rows, write_text_atomic
+from punie.serving.preflight import fast_checks
 
 if TYPE_CHECKING:
     from punie.measurement.benchmark import ConfigRun
@@ -94,14 +94,16 @@ def run_final(params: Params, console: Console) -> int:
     model = optimised_model(params, retrain)
     draft, k = speculative_pick(choice)
     draft = serving_draft(model, draft)
-    if draft:
-        try:
-            check_draft_tokenizer(model, draft)
-        except TokenizerMismatch as e:
-            raise StageError(str(e)) from None
+    # In seconds, before any server: every model present (hub ids resolved from the local
+    # cache), the draft sharing the served model's tokenizer. Servers and the acceptance
+    # probe load the resolved directories; the report names what params.yaml names.
+    main_dir, _ = fast_checks(params, use_draft=False)
+    model_dir, draft_dir = fast_checks(params, model, draft, use_draft=draft is not None)
     configs = {
-        "baseline": server_config(params, params.models.main),
-        "optimized": server_config(params, model, draft, k),
+        "baseline": server_config(params, str(main_dir)),
+        "optimized": server_config(
+            params, str(model_dir), str(draft_dir) if draft_dir else None, k
+        ),
     }
     described = {
         "baseline": f"`{params.models.main}`, no draft",
@@ -127,8 +129,10 @@ def run_final(params: Params, console: Console) -> int:
         )
     )
     acceptance = None
-    if draft and k and f.acceptance_prompts > 0:
-        acceptance = measure_acceptance(params, model, draft, k, runs["optimized"], console)
+    if draft_dir and k and f.acceptance_prompts > 0:
+        acceptance = measure_acceptance(
+            params, str(model_dir), str(draft_dir), k, runs["optimized"], console
+        )
     metrics = metrics_from_runs(runs["baseline"], runs["optimized"], params)
     metrics["draft_acceptance_rate"] = acceptance
     metrics["num_draft_tokens"] = k or 0

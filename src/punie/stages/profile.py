@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from punie import paths
 from punie.agent.queries import WARMUP, query_sets
 from punie.errors import StageError
-from punie.measurement.benchmark import params_agent, server_config
+from punie.measurement.benchmark import params_agent, params_server, server_config
 from punie.measurement.direct import direct_prompts, overhead_ratio, run_direct
 from punie.measurement.memory import ServerMemorySampler
 from punie.measurement.otlp import configure_otlp
@@ -33,7 +33,8 @@ from punie.measurement.timing import load_cases, run_queries, run_query
 from punie.params import load_params
 from punie.reports.profile import markdown_report, print_summary
 from punie.results import check_writable, write_json, write_rows, write_text_atomic
-from punie.serving.server import ServerError, ServerProcess
+from punie.serving.preflight import fast_checks
+from punie.serving.server import ServerError
 
 if TYPE_CHECKING:
     from punie.measurement.records import QueryRecord
@@ -53,6 +54,9 @@ METRIC_KEYS = (
     "ttft_mean_s",
     "decode_tps",
     "completion_tokens_mean",
+    "thinking_tokens_mean",
+    "thinking_share",
+    "thinking_time_share",
     "pipeline_overhead_ratio",
     "server_peak_rss_mb",
 )
@@ -114,23 +118,18 @@ def run(name: str, args: argparse.Namespace) -> int:
     check_writable(*astuple(outputs))  # before minutes of measuring, not after
     cases = load_cases(args.queries or query_sets(params))
     model_path = args.model or params.models.main
-    if model_path.startswith("models/") and not Path(model_path).exists():
-        # The embedded default, not built yet (a hub id would be tried by the server).
-        raise StageError(
-            f"{model_path} does not exist: build it with `dvc repro bootstrap` "
-            "(or point models.main / --model at a model)"
-        )
+    # In seconds: a missing model or hub id fails here, not after a server's start-up. The
+    # server and the direct floor load the resolved directory; reports name `model_path`.
+    model_dir = str(fast_checks(params, model_path, use_draft=False)[0])
     endpoint = args.otlp_endpoint or params.profile.otlp_endpoint
     shutdown = _tracing(endpoint) if endpoint else None
     try:
-        records, warmup, peak_mb = asyncio.run(
-            _measure(params, model_path, cases, outputs, console)
-        )
+        records, warmup, peak_mb = asyncio.run(_measure(params, model_dir, cases, outputs, console))
     finally:
         if shutdown is not None:
             shutdown()
     console.print("[bold]direct floor[/]: timing the same prompts in mlx-lm (server stopped)")
-    direct_rows = _direct_floor(params, model_path, records, warmup)
+    direct_rows = _direct_floor(params, model_dir, records, warmup)
     write_outputs(outputs, records, direct_rows, peak_mb, model_path=model_path, params=params)
     print_summary(console, records, _metrics(records, direct_rows, peak_mb))
     console.print(
@@ -155,12 +154,7 @@ async def _measure(
     # A query may make `max_turns` requests, each bounded by the request timeout.
     query_timeout_s = server_params.request_timeout_s * max_turns
     console.print(f"[bold]profile[/]: starting mlx_lm server on {model_path}")
-    server = ServerProcess(
-        config,
-        log_path=outputs.server_log,
-        ready_timeout_s=server_params.ready_timeout_s,
-        blas=params.runtime.blas,
-    )
+    server = params_server(params, config, outputs.server_log)
     async with server:
         with ServerMemorySampler(server.pid) as memory:
             async with params_agent(params, server.base_url) as agent:

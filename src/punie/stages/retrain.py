@@ -1,11 +1,12 @@
 """`punie-lab retrain`: LoRA-train the main model for conciseness, only when the gate says so.
 
-One `mlx_lm lora` run to the largest of `conciseness.lora.iters` saves a checkpoint at each
-candidate; `mlx_lm fuse` turns each into a model, and the main model and every candidate answer
-the seed and held-out queries through the real server and agent. The candidate with the fewest
-completion tokens that loses no accuracy becomes models/concise; when all lose some, they are
-discarded loudly (or the stage fails) and a marker says the main model stands, as it does when
-the gate says no.
+One LoRA run (mlx-lm's trainer, punie.models.train_worker) to the largest of
+`conciseness.lora.iters` saves a checkpoint at each candidate (its loss curve goes to
+metrics/retrain_loss.json); `mlx_lm fuse` turns each into a model, and the main model and every
+candidate answer the seed and held-out queries through the real server and agent. The candidate
+with the fewest completion tokens that loses no accuracy becomes models/concise; when all lose
+some, they are discarded loudly (or the stage fails) and a marker says the main model stands, as
+it does when the gate says no.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -28,7 +28,6 @@ from punie.agent.queries import query_sets
 from punie.errors import StageError
 from punie.measurement.benchmark import measure_configs, record_printer, server_config
 from punie.measurement.records import accuracy_by_set, cut_off, summarize
-from punie.measurement.speculative import TokenizerMismatch, check_draft_tokenizer
 from punie.measurement.timing import load_cases
 from punie.models.conciseness import (
     GateDecision,
@@ -38,13 +37,14 @@ from punie.models.conciseness import (
     choose_candidate,
     fuse_command,
     longest_example,
-    lora_command,
+    lora_request,
     lost_queries,
-    parse_lora_line,
     read_gate,
 )
+from punie.models.train_worker import Report, TrainRequest, loss_rows, run_training
 from punie.params import load_params
 from punie.results import write_json
+from punie.serving.preflight import TokenizerMismatch, check_draft_tokenizer, local_models
 from punie.serving.runtime import run_mlx
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def run_retrain(params: Params, gate: GateDecision, out: Path, console: Console)
         marker = {"trained": False, "model": params.models.main, "reason": f"gate: {gate.reason}"}
         write_json(out / MAIN_STANDS, marker)
         write_json(paths.RETRAIN_METRICS, {"trained": False, "reason": f"gate: {gate.reason}"})
+        write_json(paths.RETRAIN_LOSS, [])  # no training, no curve
         console.print(f"[bold]retrain[/]: skipped, the main model stands ({gate.reason})")
         return 0
     data = paths.CONCISE_DATA
@@ -78,6 +79,9 @@ def run_retrain(params: Params, gate: GateDecision, out: Path, console: Console)
             f"{data}/train.jsonl: missing although the gate says retrain "
             f"(run `punie-lab concise-data`)"
         )
+    # In seconds, before minutes of training: the main model present (a hub id resolved from
+    # the local cache, punie.serving.hub); LoRA, fuse and the servers load that directory.
+    params = local_models(params)
     paths.RETRAIN_LOGS.mkdir(parents=True, exist_ok=True)
     adapters = paths.RETRAIN_LOGS / "adapters"
     train_lora(params, data, adapters, console)
@@ -119,10 +123,11 @@ def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> 
     if adapters.exists():
         shutil.rmtree(adapters)
     iters = max(lora.iters)
-    args, config = lora_command(
+    fields = lora_request(
         params.models.main,
         data,
         adapters,
+        paths.RETRAIN_LOGS / "lora.jsonl",
         iters=iters,
         rank=lora.rank,
         learning_rate=lora.learning_rate,
@@ -132,14 +137,12 @@ def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> 
         max_seq_length=lora.max_seq_length,
         save_every=math.gcd(*lora.iters),
     )
-    config_path = paths.RETRAIN_LOGS / "lora_config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    args += ["--config", str(config_path)]
     console.print(
         f"[bold]retrain[/]: LoRA rank {lora.rank} on {params.models.main}, {iters} iters, "
         f"candidates at {', '.join(map(str, lora.iters))}"
     )
     interactive = console.is_terminal
+    log_path = paths.RETRAIN_LOGS / "lora.log"
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -149,39 +152,42 @@ def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> 
         disable=not interactive,
     ) as progress:
         task = progress.add_task("lora", total=iters)
-        losses: list[float] = []
 
-        def on_line(line: str) -> None:
-            step = parse_lora_line(line)
-            if step is None:
-                return
-            if not step.validation:
-                losses.append(step.loss)
-            what = "val loss" if step.validation else "loss"
+        def on_report(report: Report) -> None:
+            what = "val loss" if report.split == "val" else "loss"
             progress.update(
-                task, completed=step.iteration, description=f"lora {what} {step.loss:.3f}"
+                task, completed=report.iteration, description=f"lora {what} {report.loss:.3f}"
             )
             if not interactive:  # DVC or CI log: one plain line per report
-                console.print(f"  iter {step.iteration}/{iters} {what} {step.loss:.3f}")
+                console.print(f"  iter {report.iteration}/{iters} {what} {report.loss:.3f}")
 
-        run_mlx(
-            args,
+        log = run_training(
+            TrainRequest(**fields),
+            paths.RETRAIN_LOGS / "lora_request.json",
+            label=f"conciseness LoRA of {params.models.main}",
             blas=params.runtime.blas,
-            log_path=paths.RETRAIN_LOGS / "lora.log",
-            on_line=on_line,
+            log_path=log_path,
+            on_report=on_report,
         )
-    if not losses or not math.isfinite(losses[-1]):
-        raise StageError(
-            f"LoRA training loss is {losses[-1] if losses else 'missing'} (see "
-            f"{paths.RETRAIN_LOGS / 'lora.log'}); lower conciseness.lora.learning_rate"
-        )
-
+    write_json(paths.RETRAIN_LOSS, loss_rows(log, "run", run_name(params)))
+    if not log.train:
+        raise StageError(f"LoRA training reported no loss (see {log_path})")
     missing = [n for n in lora.iters if not (adapters / checkpoint_name(n)).exists()]
     if missing or not (adapters / "adapter_config.json").exists():
         raise StageError(
-            f"{adapters}: mlx_lm lora finished without the checkpoints of iterations {missing} "
-            f"(see {paths.RETRAIN_LOGS / 'lora.log'})"
+            f"{adapters}: LoRA training finished without the checkpoints of iterations {missing} "
+            f"(see {log_path})"
         )
+
+
+def run_name(params: Params) -> str:
+    """The LoRA run's name in metrics/retrain_loss.json: the candidates are its checkpoints."""
+    lora = params.conciseness.lora
+    layers = "all layers" if lora.num_layers == -1 else f"top {lora.num_layers} layers"
+    return (
+        f"lora rank {lora.rank}, lr {lora.learning_rate:g}, {layers}, "
+        f"candidates {', '.join(map(str, lora.iters))}"
+    )
 
 
 def fuse_candidates(params: Params, adapters: Path, console: Console) -> dict[int, Path]:

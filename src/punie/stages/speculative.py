@@ -33,16 +33,11 @@ from punie.agent.production import build_agent, openai_model
 from punie.agent.queries import WARMUP, query_sets
 from punie.agent.tools import Workspace, workspace_toolset
 from punie.errors import StageError
-from punie.measurement.benchmark import server_config
+from punie.measurement.benchmark import params_server, server_config
 from punie.measurement.memory import ServerMemorySampler
 from punie.measurement.records import summarize
 from punie.measurement.spec_probe import ProbeError, ProbeRequest, run_probe
-from punie.measurement.speculative import (
-    CONTROL_FILE,
-    TokenizerMismatch,
-    check_draft_tokenizer,
-    first_difference_index,
-)
+from punie.measurement.speculative import CONTROL_FILE, first_difference_index
 from punie.measurement.text_clock import TextClock, text_decode
 from punie.measurement.timing import (
     Case,
@@ -54,7 +49,8 @@ from punie.measurement.timing import (
 )
 from punie.params import load_params
 from punie.results import write_json
-from punie.serving.server import ServerError, ServerProcess
+from punie.serving.preflight import fast_checks
+from punie.serving.server import ServerError
 
 if TYPE_CHECKING:
     from pydantic_ai import Agent
@@ -152,11 +148,11 @@ async def _agent(params: Params, base_url: str, k: int | None) -> AsyncGenerator
         yield _Config("baseline" if k is None else f"k{k}", k, agent, clock)
 
 
-def _draft_server_config(params: Params, draft: str, k: int) -> ServerConfig:
+def _draft_server_config(params: Params, main: str, draft: str, k: int) -> ServerConfig:
     """The main+draft server; its prompt cache per `speculative.draft_prompt_cache_size`
     (see params.yaml: mlx-lm's cache reuse after speculative generation changes answers)."""
 
-    config = server_config(params, params.models.main, draft, k)
+    config = server_config(params, main, draft, k)
     size = params.speculative.draft_prompt_cache_size
     return config if size is None else config.model_copy(update={"prompt_cache_size": size})
 
@@ -167,17 +163,17 @@ def _server_of(k: int | None) -> str:
 
 
 async def _measure(
-    params: Params, cases: Sequence[Case], ks: Sequence[int], log_dir: Path
+    params: Params, models: tuple[str, str], cases: Sequence[Case], ks: Sequence[int], log_dir: Path
 ) -> tuple[list[_Config], dict[str, float]]:
     """Every configuration on every case. `speculative.interleave`: the baseline and the draft
     server up together, configurations alternating; otherwise the baseline server alone
-    first, then the draft server alone (its k configurations still alternate)."""
+    first, then the draft server alone (its k configurations still alternate). `models`:
+    the main and draft directories (`check_draft`)."""
 
-    draft = params.models.draft
-    assert draft is not None
+    main, draft = models
     servers = {
-        "baseline": server_config(params, params.models.main),
-        "draft": _draft_server_config(params, draft, ks[0]),
+        "baseline": server_config(params, main),
+        "draft": _draft_server_config(params, main, draft, ks[0]),
     }
     # k=0 (control): the draft server drafting nothing; it separates the server's own
     # path (no batching, draft prefill) from what drafting gains.
@@ -210,12 +206,7 @@ async def _measure_group(
         live = {}
         samplers = {}
         for label, cfg in servers.items():
-            server = ServerProcess(
-                cfg,
-                log_path=log_dir / f"{label}-server.log",
-                ready_timeout_s=params.server.ready_timeout_s,
-                blas=params.runtime.blas,
-            )
+            server = params_server(params, cfg, log_dir / f"{label}-server.log")
             live[label] = await stack.enter_async_context(server)
             samplers[label] = stack.enter_context(ServerMemorySampler(server.pid))
         configs = [
@@ -295,33 +286,25 @@ def _summary(c: _Config, peak_rss_mb: float) -> dict[str, Any]:
     }
 
 
-def check_draft(params: Params) -> str:
-    """The draft to benchmark, refused (before any server starts) unless it exists and shares
-    the main model's tokenizer."""
-    draft = params.models.draft
-    if draft is None:
+def check_draft(params: Params) -> tuple[str, str]:
+    """The main model and the draft to benchmark as local directories (hub ids resolved from
+    the local cache, `punie.serving.hub`), refused in seconds, before any server starts,
+    unless both are present and share a tokenizer (`punie.serving.preflight.fast_checks`)."""
+    if params.models.draft is None:
         raise StageError("params models.draft is not set: nothing to benchmark")
-    for key, path in (("models.main", params.models.main), ("models.draft", draft)):
-        p = Path(path)
-        # A hub id (org/name) is not a local path; models/main is, once `models` exists.
-        local = p.is_absolute() or path.startswith(".") or Path(p.parts[0]).is_dir()
-        if local and not p.exists():
-            raise StageError(f"params {key}: {path} does not exist (run bootstrap first?)")
-    try:
-        check_draft_tokenizer(params.models.main, draft)
-    except TokenizerMismatch as e:
-        raise StageError(f"models.main / models.draft: {e}") from None
-    return draft
+    main, draft = fast_checks(params)
+    assert draft is not None
+    return str(main), str(draft)
 
 
 def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) -> int:
-    draft = check_draft(params)
+    main, draft = check_draft(params)
     ks = list(dict.fromkeys(params.speculative.num_draft_tokens))
     cases = load_cases(queries or query_sets(params))
     out.mkdir(parents=True, exist_ok=True)
     log_dir = out / "logs"
     log_dir.mkdir(exist_ok=True)
-    configs, peak = asyncio.run(_measure(params, cases, ks, log_dir))
+    configs, peak = asyncio.run(_measure(params, (main, draft), cases, ks, log_dir))
     base = configs[0]
     bodies: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -335,7 +318,7 @@ def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) 
     try:
         probe = run_probe(
             ProbeRequest(
-                params.models.main,
+                main,
                 draft,
                 bodies,
                 ks,
@@ -364,7 +347,7 @@ def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) 
             "label": "baseline",
             "k": None,
             "main": params.models.main,
-            "draft": draft,
+            "draft": params.models.draft,
             "method": method(params.speculative.interleave),
             "summary": _summary(base, peak["baseline"]),
             "cost": cost,
@@ -387,7 +370,7 @@ def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) 
                 "label": c.label,
                 "k": c.k,
                 "main": params.models.main,
-                "draft": draft,
+                "draft": params.models.draft,
                 "method": method(params.speculative.interleave),
                 "summary": _summary(c, peak["draft"]),
                 "answer_mismatches": len(mismatches),
