@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from punie.measurement.records import QueryRecord
 from punie.models.modelgen import Qwen3Shape, init_model_dir
 from punie.models.tokenizer import save_tokenizer, train_tokenizer
 from punie.params import Params, load_params
@@ -51,10 +51,9 @@ def tiny_draft_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir:
 
 
 def mlx_server_pids() -> list[int]:
-    out = subprocess.run(
-        ["pgrep", "-f", "mlx_lm server"], capture_output=True, text=True, check=False
-    ).stdout
-    return [int(p) for p in out.split()]
+    """This test session's running mlx_lm processes (another program's server on the machine,
+    or another test run's, is not ours to count)."""
+    return session_mlx_pids()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -103,3 +102,22 @@ def real_shape_hf_home() -> Path:
     home = default_hf_home(ROOT).absolute()
     build(home, root=ROOT)
     return home
+
+
+def make_record(
+    query: str,
+    correct: bool,
+    first_tool: str | None,
+    *,
+    error: str | None = None,
+    expect: str = "direct",
+    label: str | None = None,
+) -> QueryRecord:
+    """A query record with only its decision filled in (for tests of what compares them)."""
+    return QueryRecord(
+        label=label or query, set="heldout", query=query, expect=expect, expected_tool=None,
+        repeat=0, total_s=0.1, generation_s=0.1, tool_s=0.0, overhead_s=0.0, n_turns=1,
+        decision="tool" if first_tool else "direct", first_tool=first_tool, tools_called=[],
+        correct=correct, error=error, prompt_tokens=10, completion_tokens=5, cached_tokens=0,
+        output="", turns=[], tools=[],
+    )  # fmt: skip

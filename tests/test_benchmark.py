@@ -23,7 +23,7 @@ def _measure(
     on_record: Callable[[str, QueryRecord], None] | None = None,
 ) -> dict[str, ConfigRun]:
     config = server_config(params, params.models.main)
-    cases = load_cases([Path(params.queries.seed)], ["seed"])
+    cases = load_cases({"seed": Path(params.queries.seed)})
     return asyncio.run(
         measure_configs(
             params,

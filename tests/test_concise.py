@@ -13,6 +13,7 @@ from rich.console import Console
 
 from punie import paths
 from punie.errors import StageError
+from punie.measurement.records import lost_queries
 from punie.models.conciseness import (
     GateDecision,
     accuracy_regressions,
@@ -21,12 +22,13 @@ from punie.models.conciseness import (
     choose_candidate,
     decide_gate,
     lora_request,
-    lost_queries,
 )
 from punie.params import Params, load_params
 from punie.stages import concise, retrain
 from punie.stages.concise import read_gate, run_concise_data, run_gate, with_opener
 from punie.stages.retrain import run_retrain
+
+from .conftest import make_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -306,24 +308,18 @@ def test_accuracy_regressions_on_recorded_numbers() -> None:
     assert accuracy_regressions(worse) == ["heldout_accuracy 0.88 -> 0.84"]
 
 
-def _record(query: str, correct: bool, first_tool: str | None, **extra: Any) -> dict[str, Any]:
-    decision = "tool" if first_tool else "direct"
-    return {"set": "heldout", "query": query, "correct": correct, "first_tool": first_tool,
-            "decision": decision, "error": None} | extra  # fmt: skip
-
-
 def test_lost_queries_name_what_each_model_decided() -> None:
     # Recorded shape of a 25-iteration candidate (2026-12-06): a read_file query answered
     # with run_command and a conceptual question with a tool; one the main model already
     # got wrong is not the candidate's loss.
-    main = [_record("Show the file shop/urls.py", True, "read_file"),
-            _record("What is an ORM?", True, None),
-            _record("Where is the LoginView defined?", False, None),
-            _record("Find all Django views", True, "run_command")]  # fmt: skip
-    candidate = [_record("Show the file shop/urls.py", False, "run_command"),
-                 _record("What is an ORM?", False, "read_file"),
-                 _record("Where is the LoginView defined?", False, None),
-                 _record("Find all Django views", False, None, error="timeout")]  # fmt: skip
+    main = [make_record("Show the file shop/urls.py", True, "read_file"),
+            make_record("What is an ORM?", True, None),
+            make_record("Where is the LoginView defined?", False, None),
+            make_record("Find all Django views", True, "run_command")]  # fmt: skip
+    candidate = [make_record("Show the file shop/urls.py", False, "run_command"),
+                 make_record("What is an ORM?", False, "read_file"),
+                 make_record("Where is the LoginView defined?", False, None),
+                 make_record("Find all Django views", False, None, error="timeout")]  # fmt: skip
     assert lost_queries(main, candidate) == [
         '"Show the file shop/urls.py": read_file -> run_command',
         '"What is an ORM?": direct -> read_file',

@@ -12,7 +12,6 @@ from punie import paths
 from punie.errors import StageError
 from punie.params import Params, load_params
 from punie.stages import concise_draft as stage
-from punie.stages.final import serving_draft
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,13 +40,18 @@ TRAINED = {"trained": True}
         (1200, TRAINED, {"draft": None}, "chose no draft"),
         # A hub id not in the local cache (a cached one resolves and is distilled).
         (1200, TRAINED, {"draft": "org/not-cached"}, "hf download org/not-cached"),
+        # A quantized draft (mlx-community/Qwen3-0.6B-4bit) trains only through an adapter.
+        (1200, TRAINED, {"draft": "QUANTIZED"}, "quantized (4-bit)"),
     ],
 )
 def test_skips_with_a_reason(
     rows: int, retrain: dict[str, Any], choice: dict[str, Any], reason: str, tmp_path: Path
 ) -> None:
     local = str(_local_model(tmp_path / "draft"))
-    choice = {k: local if v == "LOCAL" else v for k, v in choice.items()}
+    quantized = _local_model(tmp_path / "draft-4bit")
+    (quantized / "config.json").write_text('{"quantization": {"bits": 4, "group_size": 64}}')
+    models = {"LOCAL": local, "QUANTIZED": str(quantized)}
+    choice = {k: models.get(v, v) if isinstance(v, str) else v for k, v in choice.items()}
     got = stage.skip_reason(_params(rows), retrain, choice)
     assert got is not None and reason in got
 
@@ -83,14 +87,3 @@ def test_missing_retrain_metrics_say_what_to_run(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match=r"retrain\.json: not found"):
         stage.run_concise_draft(_params(), paths.CONCISE_DRAFT)
-
-
-def test_final_serves_the_concise_draft_only_with_the_concise_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert serving_draft("models/concise", "models/draft") == "models/draft"  # none trained
-    _local_model(tmp_path / "models/concise_draft")
-    assert serving_draft("models/concise", "models/draft") == "models/concise_draft"
-    assert serving_draft("models/main", "models/draft") == "models/draft"
-    assert serving_draft("models/concise", None) is None  # no draft pays: none is served

@@ -18,6 +18,8 @@ import pytest
 
 from punie.serving import launch
 from punie.serving.config import ServerConfig
+from punie.serving.patching import main as patching_main
+from punie.serving.patching import patched_command
 from punie.serving.runtime import run_captured
 from punie.serving.server import ServerProcess, build_server_command
 
@@ -55,10 +57,10 @@ def test_runs_a_module_exactly_like_python_m(modules: dict[str, str]) -> None:
 
 def test_the_server_command_keeps_its_shape_and_is_wrapped() -> None:
     cmd = build_server_command(ServerConfig(model_path="m", port=8080), python="python")
-    wrapped = launch.launcher_command(cmd, lifeline=7, pdeathsig=True, patches=["p"])
+    wrapped = launch.launcher_command(cmd, lifeline=7, pdeathsig=True)
     assert cmd[:4] == ["python", "-m", "mlx_lm", "server"]
     assert wrapped == [
-        "python", "-m", launch.LAUNCHER, "--lifeline", "7", "--pdeathsig", "--patch", "p",
+        "python", "-m", launch.LAUNCHER, "--lifeline", "7", "--pdeathsig",
         "--", "mlx_lm", *cmd[3:],
     ]  # fmt: skip
     with pytest.raises(ValueError, match="python -m MODULE"):
@@ -70,7 +72,7 @@ def test_a_patch_is_installed_before_the_module_runs(
 ) -> None:
     """`--patch NAME` puts the patched `mlx_lm.server` in place before the module imports it
     (run in a child: the patched module must not leak into this test process)."""
-    cmd = [sys.executable, "-m", launch.LAUNCHER, "--patch", "lazy-logprobs", "--", "probe", "0"]
+    cmd = patched_command([sys.executable, "-m", "probe", "0"], ["lazy-logprobs"])
     out = subprocess.run(cmd, capture_output=True, text=True, env=modules, check=False)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
@@ -79,11 +81,9 @@ def test_a_patch_is_installed_before_the_module_runs(
 
 def test_an_unknown_patch_is_refused_before_anything_starts() -> None:
     with pytest.raises(SystemExit, match=r"unknown server patch.*'nope'.*known: "):
-        launch.main(["--patch", "nope", "--", "probe", "0"])
+        patching_main(["--patch", "nope", "--", "probe", "0"])
     with pytest.raises(ValueError, match="unknown server patch"):
         ServerProcess(ServerConfig(model_path="m"), patches=["nope"])
-    with pytest.raises(ValueError, match="unknown server patch"):
-        launch.popen([sys.executable, "-m", "probe", "0"], patches=["nope"])
 
 
 def _start_on(lifeline: int, env: dict[str, str], new_session: bool) -> subprocess.Popen[str]:

@@ -27,8 +27,23 @@ def test_a_hunk_replaces_exactly_its_lines() -> None:
 
 
 def test_a_hunk_that_does_not_match_is_refused_with_the_line() -> None:
-    with pytest.raises(PatchError, match=r"does not apply .* at line 2"):
+    with pytest.raises(PatchError, match=r"does not apply .* near line 2"):
         apply_diff(SOURCE.replace("two", "deux"), DIFF, "demo")
+
+
+def test_a_hunk_moved_by_an_earlier_patch_still_applies_where_its_lines_are() -> None:
+    assert apply_diff("zero\n" + SOURCE, DIFF) == "zero\none\ntwo\nTHREE\nthree and a half\nfour\n"
+
+
+def test_every_patch_applies_on_top_of_every_other() -> None:
+    names = available()
+    spec = importlib.util.find_spec("mlx_lm.server")
+    assert spec is not None and spec.origin is not None
+    for order in (names, names[::-1]):
+        source = Path(spec.origin).read_text()
+        for name in order:
+            source = apply_diff(source, Patch.load(name).diff, name)
+        compile(source, spec.origin, "exec")
 
 
 def test_an_unknown_patch_is_named_with_the_known_ones() -> None:

@@ -29,6 +29,9 @@ OUTPUTS = {
     for out in stage.get(key, [])
 }
 MODULE_NAME = re.compile(r"^punie(\.[a-z_0-9]+)+$")
+# Files a module reads at run time, which are code too: a stage that runs the module depends
+# on them (the server patches are diffs applied to mlx_lm.server).
+MODULE_DATA = {"src/punie/serving/patching.py": "src/punie/serving/patches"}
 
 
 def module_file(name: str) -> Path | None:
@@ -92,7 +95,8 @@ def code_of(stage: str) -> set[str]:
     # The CLI names every stage module in a string table; only its real imports count.
     modules = closure(["punie.cli"], follow_strings=False) | closure([stage_module])
     files = {module_file(m) for m in modules}
-    return {str(f.relative_to(ROOT)) for f in files if f is not None}
+    code = {str(f.relative_to(ROOT)) for f in files if f is not None}
+    return code | {MODULE_DATA[f] for f in code if f in MODULE_DATA}
 
 
 def covered(path: str, deps: list[str]) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from punie.agent.queries import Query
+from punie.measurement.latency import LATENCY_KEYS
 from punie.measurement.timing import Case, run_queries
 from punie.params import load_params
 from punie.stages.profile import METRIC_KEYS, Outputs, breakdown_rows, write_outputs
@@ -26,7 +27,16 @@ def _servers_of(model: Path) -> list[int]:
     return [int(line.split()[0]) for line in out.stdout.splitlines() if str(model) in line]
 
 
-EXPECTED_KEYS = {*METRIC_KEYS, "seed_accuracy", "heldout_accuracy", "n_queries", "n_errors"}
+MACHINE_KEYS = {"machine_cpu", "machine_cores", "machine_blas"}
+EXPECTED_KEYS = {
+    *METRIC_KEYS,
+    *LATENCY_KEYS,  # vLLM's names: ttft/tpot/itl/e2el median and p99
+    *MACHINE_KEYS,
+    "seed_accuracy",
+    "heldout_accuracy",
+    "n_queries",
+    "n_errors",
+}
 
 
 def _records():
@@ -64,6 +74,7 @@ def test_outputs_have_the_exact_keys_and_records(tmp_path: Path) -> None:
         assert r["turns"] and "ttft_s" in r["turns"][0]
         assert "requests" not in r
     assert "| seed-1 |" in out.report.read_text()
+    assert "| TTFT (time to first token) | the lab's time to first token" in out.report.read_text()
 
 
 def test_breakdown_rows_stack_to_each_query_mean_total(tmp_path: Path) -> None:
@@ -128,7 +139,17 @@ def test_profile_end_to_end_on_the_tiny_model(tiny_model_dir: Path, tmp_path: Pa
     assert not _servers_of(tiny_model_dir)
     outputs = Outputs.under(out)
     metrics = json.loads(outputs.metrics.read_text())
-    assert set(metrics) == {*METRIC_KEYS, "q_accuracy", "n_queries", "n_errors"}
+    assert set(metrics) == {
+        *METRIC_KEYS,
+        *LATENCY_KEYS,
+        *MACHINE_KEYS,
+        "q_accuracy",
+        "n_queries",
+        "n_errors",
+    }
+    # Real streams: every turn's tokens were stamped, so vLLM's ITL and TPOT exist.
+    assert metrics["itl_median_s"] is not None and metrics["tpot_p99_s"] is not None
+    assert "turns, ETA" in proc.stdout  # the direct floor child's progress, passed on
     assert metrics["n_queries"] == 2 and metrics["n_errors"] == 0
     assert metrics["server_peak_rss_mb"] > 10
     assert metrics["pipeline_overhead_ratio"] > 0

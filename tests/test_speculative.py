@@ -19,16 +19,20 @@ from punie.agent.production import build_agent, openai_model
 from punie.agent.tools import Workspace, workspace_toolset
 from punie.errors import StageError
 from punie.measurement.benchmark import server_config
+from punie.measurement.latency import LATENCY_KEYS
 from punie.measurement.speculative import (
     Acceptance,
     ConfigRow,
     acceptance_from_flags,
     acceptance_needed,
     choose_configuration,
+    draft_acceptance_rate,
     expected_tokens_per_step,
     main_passes,
+    mean_acceptance_length,
     predicted_speedup,
     turn_kind,
+    vllm_acceptance,
 )
 from punie.measurement.text_clock import text_decode
 from punie.models.modelgen import Qwen3Shape, init_model_dir
@@ -93,6 +97,15 @@ def test_acceptance_counts_steps_from_draft_flags() -> None:
     cut = acceptance_from_flags([t, t, f, t, f], 2, truncated=True)
     assert (cut.steps, cut.accepted, cut.rejections) == (1, 2, 0)
     assert (acc + acc).steps == 8
+    # vLLM's names for the same steps: 1 + kept per step, and kept / drafted (12 drafted).
+    assert mean_acceptance_length(acc.accepted, acc.steps) == acc.tokens_per_step == 2.5
+    assert draft_acceptance_rate(acc.accepted, acc.drafted) == acc.accepted_fraction == 0.5
+    assert acc.accepted_fraction < acc.rate  # drafts after a rejection are never checked
+    assert vllm_acceptance(acc.summary()) == {
+        "mean_acceptance_length": 2.5,
+        "draft_acceptance_rate": 0.5,
+    }
+    assert vllm_acceptance({}) == {"mean_acceptance_length": None, "draft_acceptance_rate": None}
     with pytest.raises(ValueError, match="more than k"):
         acceptance_from_flags([t, t, t, f], 2)
     assert Acceptance(2).rate == 0.0
@@ -157,6 +170,8 @@ def test_choice_is_no_draft_when_none_is_faster() -> None:
 
 def _summary(e2e: float, tps: float, rss: float, accuracy: float = 1.0) -> dict[str, Any]:
     return {
+        # vLLM's per-request latencies (`latency_stats`), proportional to e2e here
+        **{key: e2e / 100 for key in LATENCY_KEYS},
         "e2e_mean_s": e2e,
         "e2e_median_s": e2e,
         "generation_mean_s": e2e * 0.9,
@@ -171,6 +186,9 @@ def _summary(e2e: float, tps: float, rss: float, accuracy: float = 1.0) -> dict[
 def _acceptance(a: float) -> dict[str, Any]:
     return {
         "acceptance_rate": a,
+        "steps": 10,
+        "drafted": 30,
+        "accepted": 15,
         "mean_accepted_per_step": 1.5,
         "verify_cost": 1.3,
         "step_cost": 2.0,
@@ -250,6 +268,22 @@ def test_report_aggregates_only_the_current_k_values(tmp_path: Path) -> None:
     assert metrics["step_cost_best_k"] == 2.0
     assert metrics["step_rest_best_k"] == pytest.approx(2.0 - 3 * 0.2 - 1.3)
     assert "| direct | 1 | 50 | 0.40 | 0.40 |" in out["report"].read_text()
+    # vLLM's acceptance names beside Leviathan's a, per k and at the best k.
+    assert metrics["acceptance_rate_k3"] == 0.8
+    assert metrics["draft_acceptance_rate_k3"] == 0.5  # 15 kept of 30 drafted
+    assert metrics["mean_acceptance_length_k3"] == 2.5  # 1 + 15 kept / 10 steps
+    assert metrics["draft_acceptance_rate_best_k"] == 0.5
+    assert metrics["mean_acceptance_length_best_k"] == 2.5
+    # vLLM's latencies of the baseline and the best k; the machine they hold on.
+    assert metrics["itl_median_s_baseline"] == 0.02 and metrics["itl_median_s_best_k"] == 0.014
+    assert metrics["e2el_p99_s_best_k"] == 0.014
+    assert {"machine_cpu", "machine_cores", "machine_blas"} <= set(metrics)
+    rows = json.loads(out["by_k"].read_text())
+    assert rows[0]["draft_acceptance_rate"] == 0.5 and rows[0]["acceptance_rate"] == 0.8
+    text = out["report"].read_text()
+    assert "| 3 | 0.80 | 0.50 | 2.50 | 1.50 |" in text  # a, vLLM's rate and length, kept/step
+    assert "Leviathan et al.'s per-token acceptance probability" in text
+    assert "| ITL (inter-token latency) |" in text and "20.0 / 20.0" in text
 
 
 def test_step_parts_add_up_to_the_measured_step() -> None:

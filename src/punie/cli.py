@@ -15,6 +15,12 @@ from types import FrameType
 
 from punie.errors import LabError
 
+# transformers (imported by the tokenizer code and by mlx_lm) prints "PyTorch was not found..."
+# on import: an advisory, true of every mlx-only install and useless in every run. Its
+# advisories only are off (its warnings and errors still print); children inherit this, and
+# `punie.serving.runtime.mlx_env` sets it for the mlx processes too. A user's own setting wins.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
 # name -> (module, help). Modules are imported only for the chosen subcommand, so `--help`
 # stays fast and one stage's heavy imports never slow another.
 STAGES: dict[str, tuple[str, str]] = {
@@ -34,6 +40,7 @@ STAGES: dict[str, tuple[str, str]] = {
         "distil the draft on the concise model's answers (or keep it)",
     ),
     "final": ("punie.stages.final", "benchmark baseline vs optimized configuration"),
+    "summary": ("punie.stages.summary", "write the headline keys of every stage's metrics"),
     # tools
     "doctor": ("punie.commands.doctor", "check the configured model pair in seconds"),
     "eval": ("punie.commands.evaluate", "check the built models through the real server"),

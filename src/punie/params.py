@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from punie import paths
 from punie.errors import ParamsError
 
+# What the final stage can add to the seed's configuration (punie.measurement.levers).
+LEVERS = ("thinking_off", "loop_guard", "server_path", "speculative", "concise")
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -42,6 +45,7 @@ class Server(_Section):
 
 class AgentParams(_Section):
     workspace: str
+    loop_guard_words: int = Field(ge=2)
     tool_timeout_s: float = Field(gt=0)
     tool_output_cap: int = Field(ge=100)
 
@@ -123,7 +127,6 @@ class Speculative(_Section):
     # Baseline and draft servers up together, queries alternating; false: one at a time
     # (a 30B pair on a 32 GB Mac), each server's configurations still alternating.
     interleave: bool
-    draft_prompt_cache_size: int | None = Field(ge=0)  # None: server's setting
 
     @field_validator("num_draft_tokens")
     @classmethod
@@ -189,6 +192,17 @@ class Final(_Section):
     latency_ratio_target: float = Field(gt=0)
     interleave: bool
     acceptance_prompts: int = Field(ge=0)
+    levers: list[str]
+    server_request: dict[str, Any]
+    server_patches: list[str]
+
+    @field_validator("levers")
+    @classmethod
+    def _known_levers(cls, levers: list[str]) -> list[str]:
+        unknown = [lever for lever in levers if lever not in LEVERS]
+        if unknown:
+            raise ValueError(f"unknown levers {unknown} (known: {', '.join(LEVERS)})")
+        return list(dict.fromkeys(levers))
 
 
 class Params(_Section):

@@ -43,8 +43,14 @@ CONCISE_DRAFT = Path("models/concise_draft")
 FINAL_METRICS = Path("metrics/final.json")
 FINAL_RECORDS = Path("metrics/final_records.json")
 FINAL_COMPARISON = Path("metrics/final_comparison.json")
+FINAL_ABLATION = Path("metrics/final_ablation.json")
+FINAL_PER_QUERY = Path("metrics/final_per_query.json")
 FINAL_REPORT = Path("reports/final.md")
 FINAL_LOGS = Path("logs/final")
+
+# summary: the headline keys of every stage's metrics, the only DVC `metrics` file (the
+# stages' own metrics files are plain outputs), so `dvc exp show` fits a screen
+SUMMARY_METRICS = Path("metrics/summary.json")
 
 # the test suite's reliability figures
 RELIABILITY = Path("reports/reliability.json")

@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Any
 from punie import paths
 from punie.agent.queries import query_sets
 from punie.errors import StageError
+from punie.machine import machine_keys
 from punie.measurement.benchmark import params_agent, params_server, server_config
+from punie.measurement.progress import show_progress
 from punie.measurement.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
+from punie.measurement.speculative import vllm_acceptance
 from punie.measurement.timing import Case, load_cases, run_queries
 from punie.models.corpus import read_jsonl
 from punie.params import Models, load_params
@@ -138,6 +141,7 @@ def decision_margins(
         module="punie.measurement.decision_probe",
         blas=params.runtime.blas,
         log_path=workdir / "decision_probe.log",
+        on_line=show_progress,  # `decision probe i/N prompts, ETA m:ss`
     )
     result = json.loads(out_path.read_text())
     for name, figs in result.items():  # which decisions a small change would flip first
@@ -200,8 +204,11 @@ def evaluate(
     figures["draft_token_ms"] = probe["draft_token_s"] * 1000
     for k, v in probe["by_k"].items():
         figures[f"k{k}_acceptance_rate"] = v.get("acceptance_rate")
+        for name, value in vllm_acceptance(v).items():  # vLLM's names beside Leviathan's a
+            figures[f"k{k}_{name}"] = value
         figures[f"k{k}_inprocess_speedup"] = v.get("inprocess_speedup")
         figures[f"k{k}_token_mismatches"] = v.get("token_mismatches")
+    figures.update(machine_keys(params.runtime.blas))
     write_json(paths.BOOTSTRAP_EVAL, figures)
     print(json.dumps(figures, indent=2))
     return 0

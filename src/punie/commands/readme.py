@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from punie import paths
-from punie.reports.final import results_section, rewrite_readme
+from punie.reports.readme import results_section, rewrite_readme
 from punie.results import write_text_atomic
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from punie.agent.queries import WARMUP
+from punie.measurement.levers import Setup
 from punie.measurement.memory import ServerMemorySampler
 from punie.measurement.timing import run_query, timed_agent
 from punie.serving.config import ServerConfig
@@ -36,23 +37,14 @@ if TYPE_CHECKING:
 def server_config(
     params: Params, model_path: str, draft: str | None = None, k: int | None = None
 ) -> ServerConfig:
-    """The lab's server settings (params `server`) for one model, optionally with a draft.
-
-    A draft server takes `speculative.draft_prompt_cache_size`: mlx-lm 0.32.2 stores a
-    speculative generation's prompt cache one token off, so reusing it changes greedy answers
-    (found by the speculative stage).
-    """
-
+    """The lab's server settings (params `server`) for one model, optionally with a draft."""
     s = params.server
-    cache = s.prompt_cache_size
-    if draft and params.speculative.draft_prompt_cache_size is not None:
-        cache = params.speculative.draft_prompt_cache_size
     return ServerConfig(
         model_path=model_path,
         host=s.host,
         temp=s.temp,
         max_tokens=s.max_tokens,
-        prompt_cache_size=cache,
+        prompt_cache_size=s.prompt_cache_size,
         chat_template_args=s.chat_template_args or None,
         draft_model=draft,
         num_draft_tokens=k if draft else None,
@@ -90,10 +82,12 @@ def local_config(config: ServerConfig) -> ServerConfig:
     return config.model_copy(update=update) if update else config
 
 
-def params_server(params: Params, config: ServerConfig, log_path: Path | None) -> ServerProcess:
+def params_server(
+    params: Params, config: ServerConfig, log_path: Path | None, patches: Sequence[str] = ()
+) -> ServerProcess:
     """A `ServerProcess` with the lab's settings: local model directories (`local_config`),
-    the readiness wait sized by `ready_timeout`, the BLAS of params `runtime.blas`. Every
-    server a stage starts comes from here."""
+    the readiness wait sized by `ready_timeout`, the BLAS of params `runtime.blas`, and the
+    named `punie.serving.patching` diffs. Every server a stage starts comes from here."""
     config = local_config(config)
     timeout, note = ready_timeout(params, config)
     return ServerProcess(
@@ -102,12 +96,15 @@ def params_server(params: Params, config: ServerConfig, log_path: Path | None) -
         ready_timeout_s=timeout,
         blas=params.runtime.blas,
         ready_note=note,
+        patches=patches,
     )
 
 
-def params_agent(params: Params, base_url: str) -> AbstractAsyncContextManager[Agent[None, str]]:
-    """`measure.timed_agent` with the lab's agent and server settings (params `agent`, `server`)."""
-
+def params_agent(
+    params: Params, base_url: str, setup: Setup | None = None
+) -> AbstractAsyncContextManager[Agent[None, str]]:
+    """`timing.timed_agent` with the lab's agent and server settings (params `agent`,
+    `server`), and a configuration's request fields and loop guard."""
     return timed_agent(
         base_url,
         Path(params.agent.workspace),
@@ -115,6 +112,8 @@ def params_agent(params: Params, base_url: str) -> AbstractAsyncContextManager[A
         tool_timeout_s=params.agent.tool_timeout_s,
         tool_output_cap=params.agent.tool_output_cap,
         max_tokens=params.server.max_tokens,
+        extra_body=dict(setup.request) if setup else None,
+        loop_guard_words=setup.loop_guard_words if setup else None,
     )
 
 
@@ -123,9 +122,13 @@ class ConfigRun:
     """What one configuration produced: its records and its server's peak memory."""
 
     label: str
-    config: ServerConfig
+    setup: Setup
     records: list[QueryRecord] = field(default_factory=list)
     peak_rss_mb: float = 0.0
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.setup.config
 
 
 @dataclass
@@ -139,10 +142,11 @@ class _Live:
 async def _start(
     stack: contextlib.AsyncExitStack, params: Params, run: ConfigRun, log_dir: Path
 ) -> _Live:
-    server = params_server(params, run.config, log_dir / f"{run.label}-server.log")
+    log = log_dir / f"{run.label}-server.log"
+    server = params_server(params, run.config, log, run.setup.patches)
     await stack.enter_async_context(server)
     memory = stack.enter_context(ServerMemorySampler(server.pid))
-    agent = await stack.enter_async_context(params_agent(params, server.base_url))
+    agent = await stack.enter_async_context(params_agent(params, server.base_url, run.setup))
     # One untimed query first: the first request pays for lazy loading and compilation.
     await run_query(agent, WARMUP, timeout_s=_query_timeout(params))
     return _Live(run, server, memory, agent)
@@ -190,7 +194,7 @@ def record_printer(console: Console, label_width: int) -> Callable[[str, QueryRe
 
 async def measure_configs(
     params: Params,
-    configs: Mapping[str, ServerConfig],
+    configs: Mapping[str, Setup | ServerConfig],
     cases: Sequence[Case],
     *,
     repeats: int,
@@ -205,7 +209,10 @@ async def measure_configs(
     Otherwise one server per configuration, `concurrent` of them running at the same time:
     only for comparing answers (accuracy, tokens), since they share the machine's cores.
     """
-    runs = {label: ConfigRun(label, config) for label, config in configs.items()}
+    runs = {
+        label: ConfigRun(label, c if isinstance(c, Setup) else Setup(c))
+        for label, c in configs.items()
+    }
     log_dir.mkdir(parents=True, exist_ok=True)
 
     def note(label: str, record: QueryRecord) -> None:

@@ -7,8 +7,9 @@ expected) and the mean probability on tool and on direct queries. Run on *traini
 too, it tells an underfit model (unsure even of what it was trained on) from one that does
 not generalise (sure on training queries, wrong on held-out ones).
 
-`python -m punie.measurement.decision_probe REQUEST.json RESULT.json`; `punie-lab bootstrap
---eval` starts it with OpenBLAS preloaded (`punie.serving.runtime.run_mlx`).
+`python -m punie.measurement.decision_probe REQUEST.json RESULT.json`; `punie-lab eval`
+starts it with OpenBLAS preloaded (`punie.serving.runtime.run_mlx`) and shows its progress
+lines (`decision probe i/N prompts, ETA m:ss`) as they come.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from punie.measurement.progress import Progress
 from punie.serving.render import prompt_ids
 
 TOOL_TOKEN = "<tool_call>"
@@ -61,7 +63,8 @@ def probe(model_path: str, cases: Sequence[dict[str, Any]], template_args: dict[
     if not isinstance(tool_id, int) or tool_id == tokenizer.unk_token_id:
         raise ValueError(f"{model_path}: the tokenizer has no {TOOL_TOKEN} token")
     by_set: dict[str, tuple[list[float], list[str], list[str]]] = {}
-    for case in cases:
+    progress = Progress(len(cases))
+    for done, case in enumerate(cases, start=1):
         prompt = prompt_ids(tokenizer, case["body"], template_args)
         logits = model(mx.array([prompt]))[0, -1].astype(mx.float32)
         p = float(mx.softmax(logits)[tool_id])
@@ -69,6 +72,7 @@ def probe(model_path: str, cases: Sequence[dict[str, Any]], template_args: dict[
         probs.append(p)
         expects.append(case["expect"])
         queries.append(case.get("query", ""))
+        progress.report(done, "decision probe", "prompts")
     return {name: margin_figures(*pe) for name, pe in by_set.items()}
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from punie.measurement.progress import Progress, show_progress
 from punie.results import read_json, write_json
 from punie.serving.render import prompt_ids
 from punie.serving.runtime import MlxCommandError, run_captured
@@ -72,7 +73,13 @@ def run_direct(
     args = [model_path, str(src), str(dst)]
     try:
         # Through the launcher: the child dies with this process, however it dies.
-        proc = run_captured("punie.measurement.direct", args, blas=blas, timeout_s=timeout_s)
+        proc = run_captured(
+            "punie.measurement.direct",
+            args,
+            blas=blas,
+            timeout_s=timeout_s,
+            on_stderr=show_progress,  # `direct floor i/N turns, ETA m:ss`
+        )
     except subprocess.TimeoutExpired:
         raise MlxCommandError(f"direct generation took longer than {timeout_s:g}s") from None
     if proc.returncode != 0 or not dst.exists():
@@ -102,7 +109,8 @@ def _time_turns(model_path: str, turns: list[dict[str, Any]], template_args: dic
     cache: list[Any] = make_prompt_cache(model)
     cached: list[int] = []
     rows = []
-    for turn in turns:
+    progress = Progress(len(turns))
+    for done, turn in enumerate(turns, start=1):
         prompt = prompt_ids(tokenizer, turn["body"], template_args)
         # Reuse the longest common prefix (at least one token must be processed).
         common = 0
@@ -129,6 +137,7 @@ def _time_turns(model_path: str, turns: list[dict[str, Any]], template_args: dic
             generated.append(response.token)
         elapsed = time.perf_counter() - start
         cached = (prompt + generated)[: cache[0].offset]
+        progress.report(done, "direct floor", "turns")
         if not turn.get("timed", True):
             continue
         rows.append(

@@ -8,6 +8,7 @@ inside a model request (already counted as generation), overhead the rest.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
 
 from punie.agent.grounding import grounded
+from punie.measurement.latency import percentile
 
 if TYPE_CHECKING:
     from punie.agent.queries import Query
@@ -43,6 +45,9 @@ class TurnTrace:
     reasoning_chunks: int = 0
     first_reasoning: float | None = None
     first_answer: float | None = None
+    # Arrival of every data chunk carrying a token (content, reasoning or a tool call).
+    token_times: list[float] = field(default_factory=list)
+    loop_stopped: bool = False  # the loop guard ended this turn (punie.agent.loop_guard)
     request_body: dict[str, Any] | None = None  # exactly what was sent (for the direct floor)
     response: ModelResponse | None = None
     error: str | None = None
@@ -87,6 +92,10 @@ class TurnRecord:
     error: str | None
     thinking_tokens: int = 0  # streamed chunks of reasoning text (part of completion_tokens)
     thinking_s: float = 0.0  # first reasoning chunk -> first answer/tool chunk (or the end)
+    loop_stopped: bool = False  # ended by the loop guard (finish_reason then reads "stop")
+    # Arrival of every streamed chunk that carried a token (content, reasoning or a tool
+    # call), in seconds from the turn's start: the inter-token latencies (ITL).
+    token_times_s: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -206,6 +215,8 @@ def _turn_record(i: int, turn: TurnTrace, t0: float) -> TurnRecord:
         error=turn.error,
         thinking_tokens=turn.reasoning_chunks,
         thinking_s=thinking_s,
+        loop_stopped=turn.loop_stopped,
+        token_times_s=[round(t - turn.start, 6) for t in turn.token_times],
     )
 
 
@@ -344,7 +355,8 @@ def time_split(records: Sequence[QueryRecord]) -> dict[str, float | None]:
 def cut_off(records: Sequence[QueryRecord]) -> dict[str, float | None]:
     """Turns the server stopped at `max_tokens` (finish reason "length"), their share of the
     completion tokens and their queries' share of the end-to-end time: a model looping to the
-    cap costs time and adds no answer, so a few such turns can carry much of a mean."""
+    cap costs time and adds no answer, so a few such turns can carry much of a mean. Turns the
+    loop guard ended instead (`loop_stops`) are not cut off: they ended before the cap."""
     ok = [r for r in records if r.error is None]
     turns = [t for r in ok for t in r.turns]
     cut = [t for t in turns if t.finish_reason == "length"]
@@ -355,9 +367,72 @@ def cut_off(records: Sequence[QueryRecord]) -> dict[str, float | None]:
         "cut_off_turns": len(cut),
         "cut_off_tokens_share": sum(t.completion_tokens for t in cut) / tokens if tokens else None,
         "cut_off_time_share": looped / seconds if seconds else None,
+        "loop_stops": sum(t.loop_stopped for t in turns),
     }
 
 
 def accuracy_by_set(records: Sequence[QueryRecord]) -> dict[str, float | None]:
     sets = dict.fromkeys(r.set for r in records)
     return {s: _rate([r.correct for r in records if r.set == s]) for s in sets}
+
+
+# --------------------------------------------------------------------------------------
+# Per-request latency in vLLM's vocabulary
+# --------------------------------------------------------------------------------------
+
+
+def latency_samples(records: Sequence[QueryRecord]) -> dict[str, list[float]]:
+    """vLLM's per-request samples over the turns that ended without error, of the queries
+    that finished: TTFT, TPOT (turns of two tokens or more), every ITL gap, and E2EL."""
+    turns = [t for r in records if r.error is None for t in r.turns if t.error is None]
+    return {
+        "ttft": [t.ttft_s for t in turns if t.ttft_s is not None],
+        "tpot": [
+            (t.duration_s - t.ttft_s) / (t.completion_tokens - 1)
+            for t in turns
+            if t.ttft_s is not None and t.completion_tokens > 1
+        ],
+        "itl": [
+            b - a for t in turns for a, b in zip(t.token_times_s, t.token_times_s[1:], strict=False)
+        ],
+        "e2el": [t.duration_s for t in turns],
+    }
+
+
+def latency_stats(records: Sequence[QueryRecord]) -> dict[str, float | None]:
+    """Median and p99 of vLLM's per-request latencies (named in `punie.measurement.latency`):
+    `ttft_median_s`, `ttft_p99_s`, `tpot_median_s`, `tpot_p99_s`, `itl_median_s`, `itl_p99_s`,
+    `e2el_median_s`, `e2el_p99_s` (None without samples)."""
+    out: dict[str, float | None] = {}
+    for name, values in latency_samples(records).items():
+        out[f"{name}_median_s"] = percentile(values, 50)
+        out[f"{name}_p99_s"] = percentile(values, 99)
+    return out
+
+
+def answer_of(record: QueryRecord) -> str:
+    """What the agent did and said: its tool calls, then its final answer (two runs of the
+    same model at temperature 0 must give the same)."""
+    calls = json.dumps(record.tools_called, sort_keys=True)
+    return f"tools={calls} answer={record.output!r}"
+
+
+def paired(
+    baseline: Sequence[QueryRecord], records: Sequence[QueryRecord]
+) -> list[tuple[QueryRecord, QueryRecord]]:
+    """Each record with the baseline's record of the same query and repeat."""
+    by_key = {(r.label, r.repeat): r for r in baseline}
+    return [(by_key[(r.label, r.repeat)], r) for r in records if (r.label, r.repeat) in by_key]
+
+
+def lost_queries(baseline: Sequence[QueryRecord], records: Sequence[QueryRecord]) -> list[str]:
+    """The queries the baseline decided right and `records` wrong, each with what both did:
+    `"Show the file shop/urls.py": read_file -> run_command`."""
+    return [f'"{r.query}": {_did(b)} -> {_did(r)}' for b, r in paired(baseline, records)
+            if b.correct and not r.correct]  # fmt: skip
+
+
+def _did(record: QueryRecord) -> str:
+    if record.error:
+        return "error"
+    return record.first_tool or record.decision or "no answer"

@@ -11,7 +11,8 @@ models, renders the recorded agent request bodies with the chat template exactly
 
 It also times one main-model pass over k+1 tokens against a single-token pass (the verify
 cost Leviathan et al. take as 1). `punie.measurement.spec_probe.run_probe` starts it with OpenBLAS
-preloaded (`punie.serving.runtime.run_captured`, through the launcher).
+preloaded (`punie.serving.runtime.run_captured`, through the launcher); its progress lines
+(`acceptance probe i/N prompts, ETA m:ss`, stderr) reach the console as they come.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from punie.measurement.progress import Progress, show_progress
 from punie.measurement.speculative import (
     TURN_KINDS,
     Acceptance,
@@ -125,6 +127,7 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
     }
     tool_start = getattr(tokenizer, "tool_call_start", None) or "<tool_call>"
     kinds = {kind: {"prompts": 0, "tokens": 0} for kind in TURN_KINDS}
+    progress = Progress(len(prompts))
     for i, (body, prompt) in enumerate(zip(req.bodies, prompts, strict=True)):
         base = _generate(model, tokenizer, prompt, req.max_tokens)
         main_s += base.decode_s
@@ -158,6 +161,7 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
                         "main": tokenizer.decode(base.tokens[at : at + 20]),
                         "speculative": tokenizer.decode(run.tokens[at : at + 20]),
                     }
+        progress.report(i + 1, "acceptance probe", "prompts")
     main_tok = main_s / max(main_n, 1)
     draft_tok = draft_s / max(draft_n, 1)
     longest = max(prompts, key=len)
@@ -206,7 +210,13 @@ def run_probe(
     args = [str(req_path), str(out_path)]
     try:
         # Through the launcher: the child dies with this process, however it dies.
-        proc = run_captured("punie.measurement.spec_probe", args, blas=blas, timeout_s=timeout_s)
+        proc = run_captured(
+            "punie.measurement.spec_probe",
+            args,
+            blas=blas,
+            timeout_s=timeout_s,
+            on_stderr=show_progress,  # `acceptance probe i/N prompts, ETA m:ss`
+        )
     except subprocess.TimeoutExpired:
         raise ProbeError(f"acceptance probe took longer than {timeout_s:.0f} s") from None
     if proc.returncode != 0 or not out_path.exists():

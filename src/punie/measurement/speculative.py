@@ -6,7 +6,7 @@ The in-process measurement that produces the numbers lives in `punie.measurement
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,8 @@ class Acceptance:
 
     @property
     def tokens_per_step(self) -> float:
-        """Tokens emitted per main-model pass: the kept drafts plus the main model's own."""
+        """Tokens emitted per main-model pass: the kept drafts plus the main model's own
+        (vLLM's mean acceptance length, `mean_acceptance_length`)."""
         return (self.accepted + self.steps) / self.steps if self.steps else 0.0
 
     def __add__(self, other: Acceptance) -> Acceptance:
@@ -77,6 +78,35 @@ class Acceptance:
             "mean_accepted_per_step": self.mean_accepted,
             "tokens_per_step": self.tokens_per_step,
         }
+
+
+def mean_acceptance_length(accepted: int, steps: int) -> float | None:
+    """vLLM's mean acceptance length: 1 + accepted draft tokens per speculative step, i.e.
+    tokens per main-model pass (`Acceptance.tokens_per_step`); None without a step."""
+    return 1.0 + accepted / steps if steps else None
+
+
+def draft_acceptance_rate(accepted: int, drafted: int) -> float | None:
+    """vLLM's draft acceptance rate: accepted / drafted tokens (`Acceptance.accepted_fraction`).
+    Not Leviathan's per-token a (`Acceptance.rate`), which counts only the trials up to each
+    step's first rejection: drafts after a rejection are never checked, so this rate is the
+    lower of the two whenever a step rejects before its last draft. None without a drafted
+    token."""
+    return accepted / drafted if drafted else None
+
+
+def vllm_acceptance(summary: Mapping[str, Any]) -> dict[str, float | None]:
+    """`mean_acceptance_length` and `draft_acceptance_rate` from an `Acceptance.summary()`
+    (or any mapping with `steps`, `drafted` and `accepted`; missing counts give None)."""
+    steps, drafted, accepted = (summary.get(key) for key in ("steps", "drafted", "accepted"))
+    return {
+        "mean_acceptance_length": (
+            mean_acceptance_length(accepted, steps) if accepted is not None and steps else None
+        ),
+        "draft_acceptance_rate": (
+            draft_acceptance_rate(accepted, drafted) if accepted is not None and drafted else None
+        ),
+    }
 
 
 def acceptance_from_flags(flags: Sequence[bool], k: int, *, truncated: bool = False) -> Acceptance:

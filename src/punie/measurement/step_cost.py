@@ -24,6 +24,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+from punie.measurement.progress import Progress
+
 
 def epoch_shares(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each length's share of one epoch's step time (batches x seconds per step); the shares
@@ -73,7 +75,8 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     for batch in batches:
         by_length.setdefault(int(batch[0].shape[1]), []).append(batch)
     rows = []
-    for length, group in sorted(by_length.items()):
+    progress = Progress(len(by_length), every_s=0)
+    for done, (length, group) in enumerate(sorted(by_length.items()), start=1):
         seconds = []
         for i in range(request["reps"] + 1):  # the first one compiles for this shape
             t0 = time.perf_counter()
@@ -82,7 +85,8 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
             seconds.append(time.perf_counter() - t0)
         rows.append({"length": length, "batches": len(group),
                      "step_s": statistics.median(seconds[1:])})  # fmt: skip
-        print(f"step-cost: length {length}: {rows[-1]['step_s'] * 1e3:.0f} ms", flush=True)
+        note = f"length {length}: {rows[-1]['step_s'] * 1e3:.0f} ms per step"
+        progress.report(done, "step cost", "lengths", note=note)
     return {"rows": rows, **kernels(request["hidden_size"], request["intermediate_size"])}
 
 

@@ -12,7 +12,9 @@ OpenAI client uses): mlx_lm's server sends a `: keepalive N/N` comment when the 
 fully processed, which is the time to first token (TTFT) even when the first token opens a
 tool call the server holds back until it is complete. Without it (the speculative path
 sends no progress), TTFT falls back to the first data chunk. Decode rate (the inverse of
-TPOT) = (completion tokens - 1) / (last byte - first token).
+TPOT) = (completion tokens - 1) / (last byte - first token). Every data chunk that carries a
+token (content, reasoning or a tool call) is stamped on arrival: vLLM's inter-token latencies
+(`punie.measurement.records.latency_stats`).
 
 The wrappers only collect raw timestamps; `punie.measurement.records` turns them into records and
 summaries.
@@ -46,6 +48,7 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.toolsets import WrapperToolset
 from pydantic_ai.usage import UsageLimits
 
+from punie.agent.loop_guard import GUARD_FIELD, LoopGuardTransport
 from punie.agent.production import build_agent, openai_model
 from punie.agent.queries import QueryFileError, load_queries
 from punie.agent.tools import Workspace, workspace_toolset
@@ -172,6 +175,8 @@ class TimedToolset(WrapperToolset[Any]):
 
 # An unfinished SSE line longer than this is dropped (no chunk of mlx_lm's comes close).
 _MAX_LINE = 1 << 20
+# A chunk carries a token when its delta has one of these (non-empty).
+_TOKEN_KEYS = (b'"content"', b'"reasoning"', b'"tool_calls"')
 
 
 def _delta(line: bytes) -> dict[str, Any]:
@@ -185,9 +190,11 @@ def _delta(line: bytes) -> dict[str, Any]:
 
 class _TimedStream(httpx2.AsyncByteStream):
     """Passes the response bytes through, stamping prefill-done, first data and last byte,
-    and counting thinking: chunks whose delta carries `reasoning` text (mlx_lm server streams
-    a `<think>` block there, one chunk per token), with the first one's arrival and the
-    first answer or tool-call chunk after it. Nothing after `data: [DONE]` is scanned: the
+    the arrival of every data chunk that carries a token (content, reasoning or a tool call:
+    the inter-token latencies), and counting thinking: chunks whose delta carries `reasoning`
+    text (mlx_lm server streams a `<think>` block there, one chunk per token), with the first
+    one's arrival and the first answer or tool-call chunk after it. Nothing after
+    `data: [DONE]` is scanned: the
     OpenAI SDK drains a finished response by iterating its stream again, and a replayable
     stream (httpx's MockTransport) would be counted twice."""
 
@@ -222,13 +229,17 @@ class _TimedStream(httpx2.AsyncByteStream):
             elif line.startswith(b"data:"):
                 if turn.first_data is None:
                     turn.first_data = now
+                if GUARD_FIELD.encode() in line:
+                    turn.loop_stopped = True
                 self._scan_delta(line, now)
 
     def _scan_delta(self, line: bytes, now: float) -> None:
-        if b'"reasoning"' not in line and self._turn.first_reasoning is None:
-            return  # no thinking so far: nothing to count (and no JSON to parse)
+        if not any(key in line for key in _TOKEN_KEYS):
+            return  # no token in this chunk (the finish reason, usage): no JSON to parse
         delta = _delta(line)
         turn = self._turn
+        if delta.get("content") or delta.get("reasoning") or delta.get("tool_calls"):
+            turn.token_times.append(now)
         if delta.get("reasoning"):
             turn.reasoning_chunks += 1
             if turn.first_reasoning is None:
@@ -277,9 +288,14 @@ class TimingTransport(httpx2.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def timing_http_client(timeout_s: float) -> httpx2.AsyncClient:
-    """The HTTP client to give the OpenAI model so turns get TTFT and decode timings."""
-    return httpx2.AsyncClient(transport=TimingTransport(), timeout=httpx2.Timeout(timeout_s))
+def timing_http_client(timeout_s: float, loop_guard_words: int | None = None) -> httpx2.AsyncClient:
+    """The HTTP client to give the OpenAI model so turns get TTFT and decode timings; with
+    `loop_guard_words`, a streamed answer that repeats a window of that many words is ended
+    (`punie.agent.loop_guard`, under the timing, so the timings see what the agent sees)."""
+    inner: httpx2.AsyncBaseTransport = httpx2.AsyncHTTPTransport()
+    if loop_guard_words:
+        inner = LoopGuardTransport(inner, loop_guard_words)
+    return httpx2.AsyncClient(transport=TimingTransport(inner), timeout=httpx2.Timeout(timeout_s))
 
 
 @asynccontextmanager
@@ -292,11 +308,12 @@ async def timed_agent(
     tool_output_cap: int,
     max_tokens: int | None = None,
     extra_body: dict[str, Any] | None = None,
+    loop_guard_words: int | None = None,
 ) -> AsyncGenerator[Agent[None, str]]:
     """The production agent (`punie.agent`) with timing wrappers around model, tools and
     HTTP. Stages that benchmark (profile, speculative, final) all start here."""
 
-    async with timing_http_client(request_timeout_s) as client:
+    async with timing_http_client(request_timeout_s, loop_guard_words) as client:
         model = openai_model(base_url, timeout_s=request_timeout_s, http_client=client)
         ws = Workspace(Path(workspace_root), tool_timeout_s, tool_output_cap)
         toolset = TimedToolset(workspace_toolset(ws))

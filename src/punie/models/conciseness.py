@@ -126,7 +126,13 @@ def accuracy_regressions(metrics: dict[str, Any]) -> list[str]:
     lower share of tool answers that report the tool's result (`grounded_share`): shorter
     answers that drop the result are not concise, they are wrong."""
     found = []
-    for key in ("seed_accuracy", "heldout_accuracy", "accuracy", "grounded_share"):
+    for key in (
+        "seed_accuracy",
+        "heldout_accuracy",
+        "wording_accuracy",
+        "accuracy",
+        "grounded_share",
+    ):
         main, concise = metrics.get(f"{key}_main"), metrics.get(f"{key}_concise")
         if main is not None and (concise is None or concise < main):
             found.append(f"{key} {main} -> {concise}")
@@ -134,33 +140,18 @@ def accuracy_regressions(metrics: dict[str, Any]) -> list[str]:
 
 
 def candidate_faults(metrics: dict[str, Any]) -> list[str]:
-    """Why a candidate may not replace the main model: each accuracy loss, and answers no
-    shorter than the main model's (a LoRA that kept accuracy by barely moving, e.g. 39.3 ->
-    41.7 tokens, only costs a model swap)."""
+    """Why a candidate may not replace the main model: each accuracy loss, answers no shorter
+    than the main model's (a LoRA that kept accuracy by barely moving, e.g. 39.3 -> 41.7
+    tokens, only costs a model swap), and a fused model that answers otherwise than the main
+    model with the candidate's adapter."""
     main, concise = (metrics.get(f"completion_tokens_mean_{m}") for m in ("main", "concise"))
     longer = main is not None and (concise is None or concise >= main)
-    return accuracy_regressions(metrics) + (
-        [f"completion_tokens_mean {main} -> {concise}, not shorter"] if longer else []
+    fused = metrics.get("fused_mismatches")
+    return (
+        accuracy_regressions(metrics)
+        + ([f"completion_tokens_mean {main} -> {concise}, not shorter"] if longer else [])
+        + ([f"fused model differs from base + adapter on {fused} queries"] if fused else [])
     )
-
-
-def lost_queries(main: list[dict[str, Any]], candidate: list[dict[str, Any]]) -> list[str]:
-    """Queries (records as written to logs/retrain/records.json) the main model decided right
-    and the candidate wrong, each with what both did: the "ACCURACY REGRESSION" figures say how
-    many, this says which ("Show the file shop/urls.py": read_file -> run_command)."""
-    right = {(r["set"], r["query"]): r for r in main if r["correct"]}
-    lost: dict[tuple[str, str], str] = {}
-    for r in candidate:
-        key = (r["set"], r["query"])
-        if key in right and not r["correct"] and key not in lost:
-            lost[key] = f'"{r["query"]}": {_did(right[key])} -> {_did(r)}'
-    return list(lost.values())
-
-
-def _did(record: dict[str, Any]) -> str:
-    if record.get("error"):
-        return "error"
-    return record.get("first_tool") or record.get("decision") or "no answer"
 
 
 def fuse_command(model: str, adapter_dir: Path, save_dir: Path) -> list[str]:

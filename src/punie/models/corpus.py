@@ -421,7 +421,7 @@ def build_corpus(params: Params, out_dir: Path = paths.CORPUS) -> dict[str, int]
     # the second-turn answer; make_specs draws tool and direct queries half and half.
     rows_per_spec = 1 + 0.5 * sizes.answer_share
     specs = make_specs(
-        int(total / rows_per_spec) + 40,
+        int(total / rows_per_spec * 1.05) + 40,  # some draws duplicate a query: spare ones
         workspace_facts(ws.root),
         seed,
         never_trained(params),

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from punie.measurement.progress import Progress
 from punie.models.corpus import Row, read_jsonl, to_jsonl
 from punie.serving.render import prompt_ids
 
@@ -36,6 +37,7 @@ def distill(main_dir: Path, rows: list[Row], max_tokens: int) -> list[Row]:
     prompts = [prompt_ids(tokenizer, row_prompt(r)) for r in rows]
     out: list[Row] = []
     chunk = 64  # progress every chunk; BatchGenerator batches within it
+    progress = Progress(len(rows), every_s=0)
     for start in range(0, len(rows), chunk):
         t0 = time.perf_counter()
         batch = batch_generate(
@@ -45,7 +47,7 @@ def distill(main_dir: Path, rows: list[Row], max_tokens: int) -> list[Row]:
             answer = {"role": "assistant", "content": text}
             out.append({"messages": [*row["messages"][:-1], answer], "tools": row.get("tools", [])})
         done = min(start + chunk, len(rows))
-        print(f"distill {done}/{len(rows)} rows ({time.perf_counter() - t0:.1f} s)", flush=True)
+        progress.report(done, "distill", "rows", note=f"{time.perf_counter() - t0:.1f} s")
     return out
 
 

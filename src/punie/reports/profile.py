@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from punie.reports.latency import latency_table
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -84,6 +86,7 @@ def markdown_report(
         "|---|---|",
         *[f"| {k} | {_fmt(v, 4)} |" for k, v in metrics.items()],
         "",
+        *latency_table({"profile": metrics}),
         "## Per query",
         "",
         "| " + " | ".join(QUERY_COLUMNS) + " |",

@@ -1,6 +1,6 @@
 """The launcher every child process of the lab goes through: it dies with the lab.
 
-`python -m punie.serving.launch [--lifeline FD] [--pdeathsig] [--patch NAME]... -- MODULE ARGS...`
+`python -m punie.serving.launch [--lifeline FD] [--pdeathsig] -- MODULE ARGS...`
 runs `python -m MODULE ARGS...` (same `sys.argv`, same `__main__`, same exit status) after
 arming what kills it when the process that started it dies, however it died:
 
@@ -20,11 +20,7 @@ passes the lifeline, and starts the child in its own session (its own process gr
 reaches the lab, which stops its children, and a group kill reaches a child's own children
 without touching the lab's group). `kill` kills such a child's group.
 
-`--patch NAME` applies one of the diffs of `punie.serving.patching` (to `mlx_lm.server`)
-before the module runs.
-
-Standard library only (and `punie.serving.patching`, itself standard library only): this module
-is imported by every child before its real work starts.
+Standard library only: this module is imported by every child before its real work starts.
 """
 
 from __future__ import annotations
@@ -44,17 +40,6 @@ LAUNCHER = "punie.serving.launch"
 # Set to 0 to leave the parent-death signal out on Linux, so the lifeline alone protects the
 # children (as on macOS): for tests and diagnosis.
 PDEATHSIG_ENV = "PUNIE_LAUNCH_PDEATHSIG"
-
-
-def check_patches(names: Sequence[str]) -> None:
-    """Refuse unknown patch names before anything starts (`punie.serving.patching`)."""
-    from punie.serving.patching import available
-
-    unknown = [n for n in names if n not in available()]
-    if unknown:
-        raise ValueError(
-            f"unknown server patch(es) {unknown}; known: {', '.join(available()) or 'none'}"
-        )
 
 
 # --------------------------------------------------------------------------------------
@@ -107,7 +92,6 @@ def launcher_command(
     *,
     lifeline: int | None,
     pdeathsig: bool = False,
-    patches: Sequence[str] = (),
 ) -> list[str]:
     """`[python, -m, MODULE, *ARGS]` -> `[python, -m, punie.serving.launch, OPTIONS, --,
     MODULE, *ARGS]`."""
@@ -119,24 +103,19 @@ def launcher_command(
         options += ["--lifeline", str(lifeline)]
     if pdeathsig:
         options.append("--pdeathsig")
-    for name in patches:
-        options += ["--patch", name]
     return [python, "-m", LAUNCHER, *options, "--", module, *args]
 
 
-def popen(
-    cmd: Sequence[str], *, patches: Sequence[str] = (), **kwargs: Any
-) -> subprocess.Popen[Any]:
+def popen(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
     """Start the `python -m MODULE ARGS` command `cmd` through the launcher: in its own
     session, stdin /dev/null unless given, tied to this process by the lifeline. Other
     keyword arguments go to `subprocess.Popen`."""
-    check_patches(patches)
     if "preexec_fn" in kwargs or "start_new_session" in kwargs or "process_group" in kwargs:
         raise ValueError("popen starts its child in a new session; no preexec_fn either")
     fd = lifeline_fd()
     kwargs.setdefault("stdin", subprocess.DEVNULL)
     kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), fd)
-    full = launcher_command(cmd, lifeline=fd, pdeathsig=pdeathsig_wanted(), patches=patches)
+    full = launcher_command(cmd, lifeline=fd, pdeathsig=pdeathsig_wanted())
     return subprocess.Popen(full, start_new_session=True, **kwargs)
 
 
@@ -207,7 +186,6 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, str, list[str]]
     parser = argparse.ArgumentParser(prog=f"python -m {LAUNCHER}")
     parser.add_argument("--lifeline", type=int, metavar="FD", help="read end of the lifeline")
     parser.add_argument("--pdeathsig", action="store_true", help="Linux: prctl parent-death")
-    parser.add_argument("--patch", action="append", default=[], metavar="NAME")
     options = parser.parse_args(argv[:split])
     target = argv[split + 1 :]
     if not target:
@@ -222,17 +200,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         watch_lifeline(options.lifeline, module)
     if options.pdeathsig and set_parent_death_signal() and os.getppid() != parent:
         _die(f"the parent of {module} died before the parent-death signal was set")
-    try:
-        check_patches(options.patch)
-    except ValueError as e:
-        raise SystemExit(f"{LAUNCHER}: {e}") from None
-    if options.patch:
-        from punie.serving.patching import PatchError, install
-
-        try:
-            install(options.patch)
-        except PatchError as e:
-            raise SystemExit(f"{LAUNCHER}: {e}") from None
     sys.argv = [module, *args]  # run_module puts the module's file in argv[0], as -m does
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

@@ -47,6 +47,9 @@ def mlx_env(blas: str = "auto", base: dict[str, str] | None = None) -> dict[str,
     env = dict(os.environ if base is None else base)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # No "[transformers] PyTorch was not found" advisory from mlx_lm's transformers import
+    # (advisories only: transformers' warnings and errors still print).
+    env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     # No HF_HUB_OFFLINE here: the user's own setting passes through, and the stages hand
     # children resolved local directories (punie.serving.hub), so none of them downloads.
     preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p and "openblas" not in p]
@@ -170,20 +173,57 @@ def run_mlx(
 
 
 def run_captured(
-    module: str, args: Sequence[str], *, blas: str = "auto", timeout_s: float | None = None
+    module: str,
+    args: Sequence[str],
+    *,
+    blas: str = "auto",
+    timeout_s: float | None = None,
+    on_stderr: Callable[[str], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m <module> <args>` through the launcher with the mlx environment, its output
-    captured (like `subprocess.run(..., capture_output=True, text=True)`). On a timeout
-    (`subprocess.TimeoutExpired` is raised) or an interrupt its whole group is killed first."""
+    captured (like `subprocess.run(..., capture_output=True, text=True)`). `on_stderr` gets
+    each line the child writes to stderr as it comes (a probe's progress), and the whole of it
+    is still returned. On a timeout (`subprocess.TimeoutExpired` is raised) or an interrupt
+    its whole group is killed first."""
     cmd = [sys.executable, "-m", module, *args]
     proc = launch.popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=mlx_env(blas), text=True
     )
     with proc:
         try:
-            stdout, stderr = proc.communicate(timeout=timeout_s)
+            if on_stderr is None:
+                stdout, stderr = proc.communicate(timeout=timeout_s)
+            else:
+                stdout, stderr = _stream_stderr(proc, on_stderr, timeout_s)
         except BaseException:
             launch.kill(proc)
             proc.wait()
             raise
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def _stream_stderr(
+    proc: subprocess.Popen[str], on_stderr: Callable[[str], None], timeout_s: float | None
+) -> tuple[str, str]:
+    """Read both pipes of `proc` in threads, passing stderr on line by line, until it exits
+    (`subprocess.TimeoutExpired` after `timeout_s`); its whole stdout and stderr."""
+    out: list[str] = []
+    err: list[str] = []
+
+    def read_out() -> None:
+        assert proc.stdout is not None
+        out.append(proc.stdout.read())
+
+    def read_err() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err.append(line)
+            on_stderr(line.rstrip("\n"))
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (read_out, read_err)]
+    for reader in readers:
+        reader.start()
+    proc.wait(timeout=timeout_s)
+    for reader in readers:
+        reader.join(timeout=10)  # the pipes close with the child's group
+    return "".join(out), "".join(err)

@@ -23,6 +23,7 @@ import psutil
 from punie.errors import ServerError
 from punie.serving import launch
 from punie.serving.config import ServerConfig
+from punie.serving.patching import check_patches, patched_command
 from punie.serving.runtime import mlx_env
 
 
@@ -86,7 +87,8 @@ class ServerProcess:
     `/v1/models`. Leaving the block, normally, by an exception or by Ctrl-C, stops the
     process (SIGTERM, then SIGKILL) so no server outlives its run. The server runs through
     `punie.serving.launch`, so it dies with this process even when nothing here gets to run
-    (SIGKILL, the OOM killer). `patches`: launcher patches applied before mlx_lm starts.
+    (SIGKILL, the OOM killer). `patches`: `punie.serving.patching` diffs applied to
+    `mlx_lm.server` before it starts.
     """
 
     def __init__(
@@ -101,7 +103,7 @@ class ServerProcess:
         patches: Sequence[str] = (),
     ) -> None:
         """`ready_note`: appended to the not-ready error (e.g. how the timeout was sized)."""
-        launch.check_patches(patches)
+        check_patches(patches)
         if config.port == 0:
             config = config.model_copy(update={"port": free_port(config.host)})
         self.config = config
@@ -176,7 +178,7 @@ class ServerProcess:
             self._discard_log()
             raise ServerError(problem)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = build_server_command(self.config)
+        cmd = patched_command(build_server_command(self.config), self.patches)
         with open(self.log_path, "wb") as log:
             # The launcher starts it in a new session: Ctrl-C in the terminal reaches us, not
             # the server, so we decide how it stops; and stopping kills its whole group.
@@ -185,7 +187,6 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=mlx_env(self.blas),
-                patches=self.patches,
             )
         try:
             await self._wait_ready()

@@ -7,6 +7,9 @@
 4. metrics  - corpus sizes, parameter counts, losses, seconds, BLAS; the loss curves of every
               run as plot rows (metrics/bootstrap_loss.json)
 
+When params.yaml points `models` at other models (a hub id on a Mac), only the corpus is built
+(the concise stages use it) and models/main, models/draft hold a marker saying why.
+
 `punie-lab eval` checks the built models; `punie-lab step-cost` and `blas-benchmark` time
 their training.
 """
@@ -23,6 +26,7 @@ from typing import Any
 
 from punie import paths
 from punie.errors import StageError
+from punie.machine import machine_keys
 from punie.measurement.memory import ServerMemorySampler
 from punie.models.corpus import build_corpus
 from punie.models.embedded import build_tokenizer, embed_scale, prompt_lengths, shape_of
@@ -39,8 +43,10 @@ from punie.models.train import (
 )
 from punie.models.train_worker import TrainLog, loss_rows
 from punie.params import Params, load_params
-from punie.results import round_floats, write_json
+from punie.results import atomic_dir, round_floats, write_json
 from punie.serving.runtime import blas_in_use
+
+NOT_BUILT = "NOT_BUILT.json"
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -60,11 +66,37 @@ def build(params: Params) -> dict[str, Any]:
     # The stage's whole process tree (this process, the trainers side by side, fuse, distil
     # generation), summed at each sample: what the machine must hold at once.
     with ServerMemorySampler(os.getpid(), interval_s=0.5) as memory:
-        metrics = _build(params)
+        metrics = _build(params) if uses_embedded(params) else _corpus_only(params)
     metrics["peak_rss_mb"] = round(memory.peak_rss_mb, 1)
+    metrics.update(machine_keys(params.runtime.blas))
     write_json(paths.BOOTSTRAP_METRICS, metrics)
     print(json.dumps(metrics, indent=2))
     return metrics
+
+
+def uses_embedded(params: Params) -> bool:
+    """Whether params.yaml serves the embedded models (models/main or models/draft)."""
+    m = params.models
+    return Path(m.main) == paths.MAIN_MODEL or (
+        m.draft is not None and Path(m.draft) == paths.DRAFT_MODEL
+    )
+
+
+def _corpus_only(params: Params) -> dict[str, Any]:
+    """The corpus, and a marker in each model output: the pipeline runs on other models."""
+    t0 = time.perf_counter()
+    print(f"bootstrap: models.main is {params.models.main}: building the corpus only")
+    metrics: dict[str, Any] = {"embedded": False, **build_corpus(params)}
+    reason = (
+        f"not built: models.main is {params.models.main} and models.draft is "
+        f"{params.models.draft}, so the embedded models are not used"
+    )
+    for out in (paths.MAIN_MODEL, paths.DRAFT_MODEL):
+        with atomic_dir(out) as tmp:
+            write_json(tmp / NOT_BUILT, {"built": False, "reason": reason})
+    write_json(paths.BOOTSTRAP_LOSS, [])
+    metrics["total_seconds"] = time.perf_counter() - t0
+    return round_floats(metrics)
 
 
 def _build(params: Params) -> dict[str, Any]:
@@ -72,7 +104,7 @@ def _build(params: Params) -> dict[str, Any]:
     blas = params.runtime.blas
     seed = params.runtime.seed
     t_all = time.perf_counter()
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = {"embedded": True}
     print("bootstrap: rendering the agent corpus from the agent's own requests")
     t0 = time.perf_counter()
     metrics.update(build_corpus(params))

@@ -12,6 +12,7 @@ marker saying which draft stands, so the declared output exists either way.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -49,10 +50,25 @@ def skip_reason(params: Params, retrain: dict[str, Any], choice: dict[str, Any])
     if not draft:
         return "the speculative stage chose no draft"
     try:  # a local directory, or a hub id in the local cache (punie.serving.hub)
-        resolve_model(str(draft), "the speculative stage's draft")
+        local = resolve_model(str(draft), "the speculative stage's draft")
     except ModelNotFound as e:
         return str(e)
+    if bits := quantized_bits(local):
+        return (
+            f"the draft {draft} is quantized ({bits}-bit): distilling it needs its float "
+            "weights (mlx-lm trains quantized weights only through an adapter)"
+        )
     return None
+
+
+def quantized_bits(model: Path) -> int | None:
+    """The weight bits of a quantized mlx model directory, None for float weights."""
+    try:
+        config = json.loads((model / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    q = config.get("quantization") or config.get("quantization_config") or {}
+    return q.get("bits") if isinstance(q, dict) else None
 
 
 def run_concise_draft(params: Params, out: Path) -> dict[str, Any]:

@@ -1,12 +1,13 @@
-"""`punie-lab final`: the before/after benchmark.
+"""`punie-lab final`: the seed's configuration, each lever added alone, and all together.
 
-final   baseline (main model, no draft) vs optimised (concise model if trained, plus the
-        speculative stage's draft and k) in the same run, seed + held-out queries, through
-        the production agent; draft acceptance of the optimised pair measured in-process.
-        Writes metrics/final.json (flat, one boolean per success criterion), the records,
-        plot rows and reports/final.md. Unmet criteria print a loud banner; the stage still
-        exits 0 so the report and metrics land (a less accurate concise model already failed
-        the retrain stage).
+The levers (`punie.measurement.levers`, params `final.levers`) are what the earlier stages
+found or built: no thinking, the loop guard, the cheaper server path, the speculative draft,
+the concise model. Every configuration runs the seed, template held-out and new-wording
+queries through the production agent on its own server, alternating query by query
+(`final.interleave`), so drift on a shared machine falls on all alike. Writes
+metrics/final.json (`<figure>_<configuration>` keys, one boolean per success criterion of
+`optimized`), the records, plot rows and reports/final.md. Unmet criteria and lost decisions
+print a loud banner; the stage exits 0 so the report and metrics land.
 """
 
 from __future__ import annotations
@@ -14,31 +15,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import TYPE_CHECKING, Any
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from punie import paths
 from punie.agent.queries import query_sets
 from punie.errors import StageError
-from punie.measurement.benchmark import measure_configs, record_printer, server_config
-from punie.measurement.records import accuracy_by_set, cut_off, summarize, time_split
+from punie.machine import machine_keys
+from punie.measurement.benchmark import ConfigRun, measure_configs, record_printer
+from punie.measurement.direct import direct_prompts, overhead_ratio, run_direct
+from punie.measurement.levers import Optimizations, Setup, ablation
+from punie.measurement.records import (
+    accuracy_by_set,
+    cut_off,
+    lost_queries,
+    paired,
+    summarize,
+    time_split,
+)
 from punie.measurement.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
 from punie.measurement.timing import load_cases
-from punie.params import load_params
-from punie.reports.final import (
-    Measured,
-    decode_budget,
-    failure_banner,
-    final_metrics,
-    render_final_report,
-)
-from punie.results import read_object, write_json, write_rows, write_text_atomic
-from punie.serving.preflight import fast_checks
-
-if TYPE_CHECKING:
-    from punie.measurement.benchmark import ConfigRun
-    from punie.params import Params
+from punie.params import Params, load_params
+from punie.reports.final import failure_banner, final_metrics, render_final_report
+from punie.results import read_object, round_floats, write_json, write_rows, write_text_atomic
+from punie.serving.patching import check_patches
+from punie.serving.preflight import fast_checks, load_tokenizer
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -49,10 +54,10 @@ def run(name: str, args: argparse.Namespace) -> int:
     return run_final(load_params(), Console())
 
 
-def optimised_model(params: Params, retrain: dict[str, Any]) -> str:
-    """models/concise when the retrain stage trained it, else the main model."""
+def concise_model(retrain: Mapping[str, Any]) -> str | None:
+    """models/concise when the retrain stage kept a concise model, else None."""
     if not retrain.get("trained"):
-        return params.models.main
+        return None
     if not (paths.CONCISE_MODEL / "config.json").exists():
         raise StageError(
             f"{paths.RETRAIN_METRICS}: trained is true but {paths.CONCISE_MODEL} holds no model"
@@ -60,111 +65,165 @@ def optimised_model(params: Params, retrain: dict[str, Any]) -> str:
     return str(paths.CONCISE_MODEL)
 
 
-def serving_draft(model: str, draft: str | None) -> str | None:
-    """models/concise_draft (distilled on the concise model's answers) when the concise model
-    serves and the concise-draft stage trained one; else the speculative stage's draft."""
-    if (
-        draft
-        and model == str(paths.CONCISE_MODEL)
-        and (paths.CONCISE_DRAFT / "config.json").exists()
-    ):
-        return str(paths.CONCISE_DRAFT)
-    return draft
-
-
-def speculative_pick(choice: dict[str, Any]) -> tuple[str | None, int | None]:
+def speculative_pick(choice: Mapping[str, Any]) -> tuple[str | None, int | None]:
     """(draft, k) from metrics/speculative_choice.json; (None, None) when no draft pays."""
     draft = choice.get("draft")
     if not draft:
         return None, None
-    k = choice.get("num_draft_tokens", choice.get("k"))
+    k = choice.get("num_draft_tokens")
     if not isinstance(k, int) or k < 1:
         raise StageError(
-            f"{paths.SPECULATIVE_CHOICE}: draft is {draft!r} but num_draft_tokens/k is {k!r}"
+            f"{paths.SPECULATIVE_CHOICE}: draft is {draft!r} but num_draft_tokens is {k!r}"
         )
     return str(draft), k
 
 
-def run_final(params: Params, console: Console) -> int:
-    gate, retrain, choice = (
-        read_object(paths.GATE),
-        read_object(paths.RETRAIN_METRICS),
-        read_object(paths.SPECULATIVE_CHOICE),
-    )
-    model = optimised_model(params, retrain)
+def optimizations(params: Params, retrain: Mapping[str, Any], choice: Mapping[str, Any]):
+    """What the earlier stages decided, every model checked present (hub ids resolved from the
+    local cache) and sharing the main model's tokenizer, in seconds, before any server."""
+    concise = concise_model(retrain)
     draft, k = speculative_pick(choice)
-    draft = serving_draft(model, draft)
-    # In seconds, before any server: every model present (hub ids resolved from the local
-    # cache), the draft sharing the served model's tokenizer. Servers and the acceptance
-    # probe load the resolved directories; the report names what params.yaml names.
-    main_dir, _ = fast_checks(params, use_draft=False)
-    model_dir, draft_dir = fast_checks(params, model, draft, use_draft=draft is not None)
-    configs = {
-        "baseline": server_config(params, str(main_dir)),
-        "optimized": server_config(
-            params, str(model_dir), str(draft_dir) if draft_dir else None, k
-        ),
-    }
-    described = {
-        "baseline": f"`{params.models.main}`, no draft",
-        "optimized": f"`{model}`" + (f" + draft `{draft}`, k = {k}" if draft else ", no draft"),
-    }
-    cases = load_cases(query_sets(params))
-    f = params.final
-    order = "alternating query by query" if f.interleave else "one configuration after the other"
-    console.print(
-        f"[bold]final[/]: {len(cases)} queries x {f.repeats} on baseline ({described['baseline']}) "
-        f"and optimised ({described['optimized']}), {order}"
+    main_dir, draft_dir = fast_checks(params, draft=draft, use_draft=draft is not None)
+    if concise:
+        fast_checks(params, concise, draft, use_draft=draft is not None)
+    concise_draft = (
+        str(paths.CONCISE_DRAFT) if (paths.CONCISE_DRAFT / "config.json").exists() else None
+    )
+    tokenizer = load_tokenizer(main_dir)
+    return Optimizations(
+        main=str(main_dir),
+        concise=concise,
+        draft=str(draft_dir) if draft_dir else None,
+        k=k,
+        concise_draft=concise_draft if concise and draft else None,
+        thinking_switch=bool(getattr(tokenizer, "has_thinking", False)),
     )
 
+
+def run_final(params: Params, console: Console) -> int:
+    f = params.final
+    try:
+        check_patches(f.server_patches)
+    except ValueError as e:
+        raise StageError(f"params final.server_patches: {e}") from None
+    decisions = {
+        "gate": read_object(paths.GATE),
+        "retrain": read_object(paths.RETRAIN_METRICS),
+        "speculative_choice": read_object(paths.SPECULATIVE_CHOICE),
+    }
+    o = optimizations(params, decisions["retrain"], decisions["speculative_choice"])
+    setups, skipped = ablation(params, o)
+    named = {str(Path(o.main)): params.models.main}  # the report names what params.yaml names
+    described = {name: _named(s.describe(), named) for name, s in setups.items()}
+    cases = load_cases(query_sets(params))
+    method = (
+        "alternating query by query, every server up at once"
+        if f.interleave
+        else "one configuration after the other, one server at a time"
+    )
+    console.print(
+        f"[bold]final[/]: {len(cases)} queries x {f.repeats} on {len(setups)} configurations "
+        f"({', '.join(setups)}), {method}"
+    )
+    for lever, why in skipped.items():
+        console.print(f"  {lever}: not measured, {why}")
     runs = asyncio.run(
         measure_configs(
             params,
-            configs,
+            setups,
             cases,
             repeats=f.repeats,
             interleave=f.interleave,
             log_dir=paths.FINAL_LOGS,
-            on_record=record_printer(console, 9),
+            on_record=record_printer(console, max(map(len, setups))),
         )
     )
-    acceptance = None
-    if draft_dir and k and f.acceptance_prompts > 0:
-        acceptance = measure_acceptance(
-            params, str(model_dir), str(draft_dir), k, runs["optimized"], console
-        )
-    metrics = metrics_from_runs(runs["baseline"], runs["optimized"], params)
-    metrics["draft_acceptance_rate"] = acceptance
-    metrics["num_draft_tokens"] = k or 0
-    metrics["concise_model"] = bool(retrain.get("trained"))
-    write_outputs(
-        params,
-        metrics,
-        runs,
-        {"gate": gate, "speculative_choice": choice, "retrain": retrain},
-        described,
+    figures = {name: configuration_figures(run, runs["baseline"]) for name, run in runs.items()}
+    metrics = final_metrics(
+        figures, latency_ratio_target=f.latency_ratio_target, memory_budget_mb=f.memory_budget_mb
     )
+    for name in ("baseline", "server_path"):
+        if name in runs:
+            metrics[f"pipeline_overhead_ratio_{name}"] = pipeline_overhead(params, runs[name])
+    opt = setups["optimized"]
+    metrics["draft_acceptance_rate"] = (
+        measure_acceptance(params, opt, runs["optimized"], console)
+        if opt.config.draft_model and f.acceptance_prompts > 0
+        else None
+    )
+    metrics |= machine_keys(params.runtime.blas)
+    lost = {name: lost_queries(runs["baseline"].records, run.records) for name, run in runs.items()}
+    report = render_final_report(round_floats(metrics), decisions, described, skipped, lost, method)
+    write_outputs(metrics, runs, report)
     print_summary(metrics, console)
     return 0
 
 
-def measure_acceptance(
-    params: Params, model: str, draft: str, k: int, run: ConfigRun, console: Console
-) -> float:
-    """Draft acceptance on the optimised model's own recorded prompts, replayed in-process."""
+def _named(text: str, names: Mapping[str, str]) -> str:
+    for local, name in names.items():
+        text = text.replace(f"`{local}`", f"`{name}`")
+    return text
 
+
+def configuration_figures(run: ConfigRun, baseline: ConfigRun) -> dict[str, Any]:
+    """One configuration's figures (the names of `punie.reports.final.FIGURES`)."""
+    records = run.records
+    s = summarize(records)
+    if s["e2e_mean_s"] is None:
+        raise StageError(
+            f"every query failed on configuration {run.label} ({s['n_errors']} errors); "
+            f"see {paths.FINAL_LOGS}"
+        )
+    sets = {f"{name}_accuracy": acc for name, acc in accuracy_by_set(records).items()}
+    pairs = paired(baseline.records, records)
+    return {
+        **s,
+        **sets,
+        **time_split(records),
+        **cut_off(records),
+        "decisions_lost": sum(b.correct and not r.correct for b, r in pairs),
+        "grounded_lost": sum(bool(b.grounded) and r.grounded is False for b, r in pairs),
+        "server_peak_rss_mb": run.peak_rss_mb,
+        "errors": s["n_errors"],
+    }
+
+
+def pipeline_overhead(params: Params, run: ConfigRun) -> float | None:
+    """Pipeline / direct: the configuration's model turns generated again in-process by
+    mlx-lm (same prompts, same token counts), after every server has stopped."""
+    if run.config.draft_model:
+        return None  # the direct floor is single-model generation
+    turns = direct_prompts(run.records)
+    if not turns:
+        return None
+    with tempfile.TemporaryDirectory(prefix="punie-direct-") as tmp:
+        rows = run_direct(
+            run.config.model_path,
+            turns,
+            Path(tmp),
+            blas=params.runtime.blas,
+            chat_template_args=params.server.chat_template_args,
+        )
+    return overhead_ratio(rows)
+
+
+def measure_acceptance(params: Params, setup: Setup, run: ConfigRun, console: Console) -> float:
+    """Draft acceptance on the optimized model's own recorded prompts, replayed in-process."""
+    config = setup.config
+    assert config.draft_model is not None and config.num_draft_tokens is not None
+    k = config.num_draft_tokens
     bodies = [b for r in run.records for b in r.requests if b is not None]
     bodies = bodies[: params.final.acceptance_prompts]
     if not bodies:
-        raise StageError("no recorded optimised requests to measure draft acceptance on")
+        raise StageError("no recorded optimized requests to measure draft acceptance on")
     console.print(f"[bold]final[/]: draft acceptance on {len(bodies)} recorded prompts, k = {k}")
     request = ProbeRequest(
-        main=model,
-        draft=draft,
+        main=config.model_path,
+        draft=config.draft_model,
         bodies=[probe_body(b) for b in bodies],
         ks=[k],
         max_tokens=params.server.max_tokens,
-        chat_template_args=dict(params.server.chat_template_args),
+        chat_template_args={**params.server.chat_template_args, **_template_kwargs(setup)},
         verify_reps=5,
     )
     try:
@@ -174,94 +233,71 @@ def measure_acceptance(
     return float(result["by_k"][str(k)]["acceptance_rate"])
 
 
-def metrics_from_runs(baseline: ConfigRun, optimized: ConfigRun, params: Params) -> dict[str, Any]:
-    b, o = summarize(baseline.records), summarize(optimized.records)
-    if b["e2e_mean_s"] is None or o["e2e_mean_s"] is None:
-        raise StageError(
-            f"every query failed on a configuration (errors: baseline {b['n_errors']}, "
-            f"optimised {o['n_errors']}); see {paths.FINAL_LOGS}"
-        )
-    bs, os_ = accuracy_by_set(baseline.records), accuracy_by_set(optimized.records)
-    measured = Measured(
-        baseline_e2e_mean_s=b["e2e_mean_s"],
-        optimized_e2e_mean_s=o["e2e_mean_s"],
-        baseline_seed_accuracy=bs.get("seed") or 0.0,
-        optimized_seed_accuracy=os_.get("seed") or 0.0,
-        baseline_heldout_accuracy=bs.get("heldout") or 0.0,
-        optimized_heldout_accuracy=os_.get("heldout") or 0.0,
-        baseline_accuracy=b["accuracy"] or 0.0,
-        optimized_accuracy=o["accuracy"] or 0.0,
-        baseline_completion_tokens_mean=b["completion_tokens_mean"] or 0.0,
-        optimized_completion_tokens_mean=o["completion_tokens_mean"] or 0.0,
-        server_peak_rss_mb=optimized.peak_rss_mb,
-    )
-    metrics = final_metrics(
-        measured,
-        latency_ratio_target=params.final.latency_ratio_target,
-        memory_budget_mb=params.final.memory_budget_mb,
-    )
-    metrics["baseline_server_peak_rss_mb"] = baseline.peak_rss_mb
-    metrics["baseline_decode_tps"] = b["decode_tps"]
-    metrics["optimized_decode_tps"] = o["decode_tps"]
-    metrics["grounded_share_baseline"] = b["grounded_share"]
-    metrics["grounded_share_optimized"] = o["grounded_share"]
-    metrics["baseline_turns_mean"] = b["turns_mean"]
-    metrics["optimized_turns_mean"] = o["turns_mean"]
-    metrics["errors_baseline"] = b["n_errors"]
-    metrics["errors_optimized"] = o["n_errors"]
-    for key, run in (("baseline", baseline), ("optimized", optimized)):
-        for part, value in (time_split(run.records) | cut_off(run.records)).items():
-            metrics[f"{part}_{key}"] = value
-    return metrics | decode_budget(metrics)
+def _template_kwargs(setup: Setup) -> dict[str, Any]:
+    return dict(setup.request.get("chat_template_kwargs") or {})
 
 
-def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "configuration": label,
-            "e2e_mean_s": metrics[f"{key}_e2e_mean_s"],
-            "accuracy": metrics[f"accuracy_{key}"],
-            "completion_tokens_mean": metrics[f"completion_tokens_mean_{key}"],
-        }
-        for label, key in (("baseline", "baseline"), ("optimised", "optimized"))
-    ]
+def plot_rows(metrics: Mapping[str, Any], runs: Mapping[str, ConfigRun]) -> dict[Path, list]:
+    """The final stage's plots: latency per configuration (bars), its split into parts
+    (stacked), and every query's latency on the baseline and the optimized configuration."""
+    names = list(runs)
+    parts = ("first_token_s", "after_first_token_s", "outside_model_s")
+    per_query: list[dict[str, Any]] = []
+    for name in ("baseline", "optimized"):
+        per_query += [
+            {"query": r.label, "configuration": name, "seconds": round(r.total_s, 4)}
+            for r in runs[name].records
+            if r.error is None
+        ]
+    return {
+        paths.FINAL_COMPARISON: [
+            {"configuration": n, "e2e_mean_s": metrics[f"e2e_mean_s_{n}"]} for n in names
+        ],
+        paths.FINAL_ABLATION: [
+            {"configuration": n, "component": p.removesuffix("_s"), "seconds": metrics[f"{p}_{n}"]}
+            for n in names
+            for p in parts
+        ],
+        paths.FINAL_PER_QUERY: per_query,
+    }
 
 
-def write_outputs(
-    params: Params,
-    metrics: dict[str, Any],
-    runs: dict[str, ConfigRun],
-    decisions: dict[str, Any],
-    described: dict[str, str],
-) -> None:
-    rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+def configuration_json(setup: Setup) -> dict[str, Any]:
+    """How a configuration ran: its server's settings, patches, request fields, loop guard."""
+    return {
+        **setup.config.model_dump(),
+        "patches": list(setup.patches),
+        "request": dict(setup.request),
+        "loop_guard_words": setup.loop_guard_words,
+    }
+
+
+def write_outputs(metrics: dict[str, Any], runs: Mapping[str, ConfigRun], report: str) -> None:
+    rounded = round_floats(metrics)
     write_json(
         paths.FINAL_RECORDS,
         {
-            "configurations": {label: run.config.model_dump() for label, run in runs.items()},
-            "records": {label: [r.to_dict() for r in run.records] for label, run in runs.items()},
+            "configurations": {n: configuration_json(run.setup) for n, run in runs.items()},
+            "records": {n: [r.to_dict() for r in run.records] for n, run in runs.items()},
         },
     )
-    write_rows(paths.FINAL_COMPARISON, comparison_rows(rounded))
-    write_text_atomic(paths.FINAL_REPORT, render_final_report(rounded, decisions, described))
+    for path, rows in plot_rows(rounded, runs).items():
+        write_rows(path, rows)
+    write_text_atomic(paths.FINAL_REPORT, report)
     write_json(paths.FINAL_METRICS, rounded)  # last: it is what DVC and the README read
 
 
-def print_summary(metrics: dict[str, Any], console: Console) -> None:
+def print_summary(metrics: Mapping[str, Any], console: Console) -> None:
     console.print(
-        f"[bold]final[/]: e2e {metrics['baseline_e2e_mean_s']:.3f}s -> "
-        f"{metrics['optimized_e2e_mean_s']:.3f}s (ratio {metrics['latency_ratio']:.3f}, target "
-        f"{metrics['latency_ratio_target']:.2f}); accuracy {metrics['accuracy_baseline']:.3f} -> "
-        f"{metrics['accuracy_optimized']:.3f}; completion tokens ratio "
-        f"{metrics['completion_tokens_ratio']:.3f}; "
-        f"server peak {metrics['server_peak_rss_mb']:.0f} MB"
+        f"[bold]final[/]: e2e {metrics['e2e_mean_s_baseline']:.3f}s -> "
+        f"{metrics['e2e_mean_s_optimized']:.3f}s (ratio {metrics['latency_ratio_optimized']:.3f}"
+        f", target {metrics['latency_ratio_target']:.2f}); accuracy "
+        f"{metrics['accuracy_baseline']:.3f} -> {metrics['accuracy_optimized']:.3f}; server "
+        f"peak {metrics['server_peak_rss_mb_optimized']:.0f} MB"
     )
-    console.print(
-        f"wrote {paths.FINAL_METRICS}, {paths.FINAL_RECORDS}, {paths.FINAL_COMPARISON}, "
-        f"{paths.FINAL_REPORT}"
-    )
+    console.print(f"wrote {paths.FINAL_METRICS}, {paths.FINAL_REPORT} and the plot rows")
     banner = failure_banner(metrics)
     if banner:
         print(banner, file=sys.stderr)
     else:
-        console.print("[bold green]final: all success criteria met[/]")
+        console.print("[bold green]final: all success criteria met, no decision lost[/]")

@@ -19,16 +19,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from punie import paths
 from punie.agent.queries import WARMUP, query_sets
 from punie.errors import StageError
+from punie.machine import machine_keys
 from punie.measurement.benchmark import params_agent, params_server, server_config
 from punie.measurement.direct import direct_prompts, overhead_ratio, run_direct
 from punie.measurement.memory import ServerMemorySampler
 from punie.measurement.otlp import configure_otlp
-from punie.measurement.records import accuracy_by_set, summarize
+from punie.measurement.records import accuracy_by_set, latency_stats, summarize
 from punie.measurement.timing import load_cases, run_queries, run_query
 from punie.params import load_params
 from punie.reports.profile import markdown_report, print_summary
@@ -130,8 +137,10 @@ def run(name: str, args: argparse.Namespace) -> int:
             shutdown()
     console.print("[bold]direct floor[/]: timing the same prompts in mlx-lm (server stopped)")
     direct_rows = _direct_floor(params, model_dir, records, warmup)
-    write_outputs(outputs, records, direct_rows, peak_mb, model_path=model_path, params=params)
-    print_summary(console, records, _metrics(records, direct_rows, peak_mb))
+    metrics = write_outputs(
+        outputs, records, direct_rows, peak_mb, model_path=model_path, params=params
+    )
+    print_summary(console, records, metrics)
     console.print(
         f"wrote {outputs.metrics}, {outputs.records}, {outputs.breakdown}, {outputs.report}"
     )
@@ -168,6 +177,8 @@ async def _measure(
                     BarColumn(),
                     MofNCompleteColumn(),
                     TimeElapsedColumn(),
+                    "ETA",
+                    TimeRemainingColumn(),
                     console=console,
                 ) as progress:
                     task = progress.add_task("queries", total=total)
@@ -215,15 +226,19 @@ def _direct_floor(
         )
 
 
-def _metrics(records: Sequence[QueryRecord], direct_rows: list[dict], peak_mb: float) -> dict:
+def _metrics(
+    records: Sequence[QueryRecord], direct_rows: list[dict], peak_mb: float, blas: str = "auto"
+) -> dict:
     summary = summarize(records)
     flat: dict[str, Any] = {k: summary.get(k) for k in METRIC_KEYS}
     flat["pipeline_overhead_ratio"] = overhead_ratio(direct_rows)
     flat["server_peak_rss_mb"] = peak_mb
+    flat.update(latency_stats(records))
     for set_name, acc in accuracy_by_set(records).items():
         flat[f"{set_name}_accuracy"] = acc
     flat["n_queries"] = summary["n_queries"]
     flat["n_errors"] = summary["n_errors"]
+    flat.update(machine_keys(blas))
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in flat.items()}
 
 
@@ -259,7 +274,7 @@ def write_outputs(
     model_path: str,
     params: Params,
 ) -> dict[str, Any]:
-    metrics = _metrics(records, direct_rows, peak_mb)
+    metrics = _metrics(records, direct_rows, peak_mb, params.runtime.blas)
     write_json(
         outputs.records,
         {

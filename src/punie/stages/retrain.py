@@ -17,6 +17,7 @@ import json
 import math
 import shutil
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from punie import paths
 from punie.agent.queries import query_sets
 from punie.errors import StageError
+from punie.machine import machine_keys
 from punie.measurement.benchmark import measure_configs, record_printer, server_config
-from punie.measurement.records import accuracy_by_set, cut_off, summarize
+from punie.measurement.records import (
+    accuracy_by_set,
+    answer_of,
+    cut_off,
+    lost_queries,
+    paired,
+    summarize,
+)
 from punie.measurement.timing import load_cases
 from punie.models.conciseness import (
     GateDecision,
@@ -38,7 +47,6 @@ from punie.models.conciseness import (
     fuse_command,
     longest_example,
     lora_request,
-    lost_queries,
     read_gate,
 )
 from punie.models.train_worker import Report, TrainRequest, loss_rows, run_training
@@ -49,6 +57,7 @@ from punie.serving.runtime import run_mlx
 
 if TYPE_CHECKING:
     from punie.measurement.benchmark import ConfigRun
+    from punie.measurement.timing import Case
     from punie.params import Params
 
 MAIN_STANDS = "MAIN_MODEL_STANDS.json"
@@ -69,7 +78,7 @@ def run_retrain(params: Params, gate: GateDecision, out: Path, console: Console)
         out.mkdir(parents=True)
         marker = {"trained": False, "model": params.models.main, "reason": f"gate: {gate.reason}"}
         write_json(out / MAIN_STANDS, marker)
-        write_json(paths.RETRAIN_METRICS, {"trained": False, "reason": f"gate: {gate.reason}"})
+        write_metrics(params, {"trained": False, "reason": f"gate: {gate.reason}"})
         write_json(paths.RETRAIN_LOSS, [])  # no training, no curve
         console.print(f"[bold]retrain[/]: skipped, the main model stands ({gate.reason})")
         return 0
@@ -180,6 +189,11 @@ def train_lora(params: Params, data: Path, adapters: Path, console: Console) -> 
         )
 
 
+def write_metrics(params: Params, metrics: dict[str, Any]) -> None:
+    """metrics/retrain.json, with the machine it was measured on."""
+    write_json(paths.RETRAIN_METRICS, {**metrics, **machine_keys(params.runtime.blas)})
+
+
 def run_name(params: Params) -> str:
     """The LoRA run's name in metrics/retrain_loss.json: the candidates are its checkpoints."""
     lora = params.conciseness.lora
@@ -190,6 +204,11 @@ def run_name(params: Params) -> str:
     )
 
 
+def adapter_dir(n: int) -> Path:
+    """The adapters of candidate `n` as `mlx_lm fuse` and `--adapter-path` read them."""
+    return paths.RETRAIN_LOGS / "candidates" / f"i{n}"
+
+
 def fuse_candidates(params: Params, adapters: Path, console: Console) -> dict[int, Path]:
     """Each candidate's checkpoint fused into the main model, under logs/retrain/fused/i<n>."""
 
@@ -197,9 +216,7 @@ def fuse_candidates(params: Params, adapters: Path, console: Console) -> dict[in
     for root in (paths.RETRAIN_LOGS / "candidates", paths.RETRAIN_LOGS / "fused"):
         shutil.rmtree(root, ignore_errors=True)
     for n in params.conciseness.lora.iters:
-        one = (
-            paths.RETRAIN_LOGS / "candidates" / f"i{n}"
-        )  # `mlx_lm fuse` reads adapters.safetensors
+        one = adapter_dir(n)  # `mlx_lm fuse` reads adapters.safetensors
         one.mkdir(parents=True)
         shutil.copy(adapters / "adapter_config.json", one)
         shutil.copy(adapters / checkpoint_name(n), one / "adapters.safetensors")
@@ -255,7 +272,7 @@ def choose_and_record(
     main_cut = cut_off(runs["main"].records)["cut_off_turns"]
     for n, m in by_n.items():
         faults = "; ".join(candidate_faults(m))
-        lost = lost_queries(records["main"], records[f"i{n}"])
+        lost = lost_queries(runs["main"].records, runs[f"i{n}"].records)
         cut = cut_off(runs[f"i{n}"].records)["cut_off_turns"]
         console.print(
             f"  iters {n:>4}: accuracy {m['accuracy_concise']:.3f}, grounded answers "
@@ -267,12 +284,23 @@ def choose_and_record(
             + (f"; decided wrong: {', '.join(lost)}" if lost else "")
         )
     chosen = choose_candidate(by_n)
+    # The candidate that would ship is checked against what it was trained to be: fusing
+    # (requantizing a quantized model) must not change a greedy token. The original Punie
+    # shipped a fused 5-bit model that had stopped calling tools.
+    while chosen is not None and (differ := fuse_changes(params, chosen, runs, cases, console)):
+        by_n[chosen] |= {"fused_mismatches": len(differ)}
+        console.print(
+            f"[bold red]retrain: REJECTED iteration {chosen}: the fused model answers "
+            f"{len(differ)} queries differently from the main model + its adapter "
+            f"(--adapter-path): {'; '.join(differ[:3])}[/]"
+        )
+        chosen = choose_candidate(by_n)
     sweep = {f"i{n}_{key}": m[f"{key}_concise"] for n, m in by_n.items() for key in SWEPT}
     if chosen is None:
         return _discard(params, by_n, sweep, out, console)
     shutil.move(fused[chosen], out)
-    metrics = {**by_n[chosen], "lora_iters": chosen, **sweep}
-    write_json(paths.RETRAIN_METRICS, metrics)
+    metrics = {**by_n[chosen], "fused_mismatches": 0, "lora_iters": chosen, **sweep}
+    write_metrics(params, metrics)
     tokens = metrics["completion_tokens_mean_main"], metrics["completion_tokens_mean_concise"]
     console.print(
         f"[bold green]retrain[/]: kept iteration {chosen}: accuracy kept "
@@ -280,6 +308,36 @@ def choose_and_record(
         f"tokens {tokens[0]:.1f} -> {tokens[1]:.1f}"
     )
     return metrics
+
+
+def fuse_changes(
+    params: Params,
+    n: int,
+    runs: Mapping[str, ConfigRun],
+    cases: Sequence[Case],
+    console: Console,
+) -> list[str]:
+    """The queries whose answer differs between fused candidate `n` and the main model served
+    with that candidate's adapter (`--adapter-path`), at temperature 0; [] when all match."""
+    console.print(f"[bold]retrain[/]: iteration {n}: fused model vs main model + adapter")
+    config = server_config(params, params.models.main).model_copy(
+        update={"adapter_path": str(adapter_dir(n))}
+    )
+    adapter = asyncio.run(
+        measure_configs(
+            params,
+            {f"a{n}": config},
+            cases,
+            repeats=1,
+            interleave=False,
+            log_dir=paths.RETRAIN_LOGS,
+            on_record=record_printer(console, 7),
+        )
+    )[f"a{n}"]
+    return [
+        f"{a.query!r}" for f, a in paired(runs[f"i{n}"].records, adapter.records)
+        if answer_of(f) != answer_of(a)
+    ]  # fmt: skip
 
 
 def _share(value: float | None) -> str:
@@ -291,6 +349,7 @@ SWEPT = (
     "accuracy",
     "seed_accuracy",
     "heldout_accuracy",
+    "wording_accuracy",
     "grounded_share",
     "completion_tokens_mean",
 )
@@ -327,13 +386,13 @@ def _discard(
     fewest = min(by_n)  # the least changed candidate stands for the sweep in the flat keys
     metrics = {**by_n[fewest], "lora_iters": fewest, **sweep}
     if regression and params.conciseness.on_regression == "fail":
-        write_json(paths.RETRAIN_METRICS, metrics)
+        write_metrics(params, metrics)
         raise StageError(message)
     out.mkdir(parents=True)
     marker = {"trained": False, "model": params.models.main, "reason": reason}
     write_json(out / MAIN_STANDS, {**marker, "regressions": faults})
     metrics = {**metrics, "trained": False, "regression": regression, "reason": reason}
-    write_json(paths.RETRAIN_METRICS, metrics)
+    write_metrics(params, metrics)
     style = "bold red" if regression else "bold yellow"
     console.print(f"[{style}]{message}[/]\n[{style}]retrain: the main model stands[/]")
     print(f"punie-lab retrain: WARNING: {message} The main model stands.", file=sys.stderr)

@@ -34,8 +34,10 @@ from punie.agent.queries import WARMUP, query_sets
 from punie.agent.tools import Workspace, workspace_toolset
 from punie.errors import StageError
 from punie.measurement.benchmark import params_server, server_config
+from punie.measurement.levers import SPECULATIVE_PATCHES, Setup
 from punie.measurement.memory import ServerMemorySampler
-from punie.measurement.records import summarize
+from punie.measurement.progress import Progress
+from punie.measurement.records import answer_of, latency_stats, summarize
 from punie.measurement.spec_probe import ProbeError, ProbeRequest, run_probe
 from punie.measurement.speculative import CONTROL_FILE, first_difference_index
 from punie.measurement.text_clock import TextClock, text_decode
@@ -57,7 +59,6 @@ if TYPE_CHECKING:
 
     from punie.measurement.records import QueryRecord
     from punie.params import Params
-    from punie.serving.config import ServerConfig
 
 
 def method(interleave: bool) -> str:
@@ -69,7 +70,8 @@ def method(interleave: bool) -> str:
     )
     return (
         f"{servers}; k sent per request (`num_draft_tokens` in the body); staggered round "
-        "robin (round t: configuration i runs query t-i)"
+        "robin (round t: configuration i runs query t-i); the draft server, patched "
+        "(`speculative-cache-key`), keeps its prompt cache, which its k configurations share"
     )
 
 
@@ -148,15 +150,6 @@ async def _agent(params: Params, base_url: str, k: int | None) -> AsyncGenerator
         yield _Config("baseline" if k is None else f"k{k}", k, agent, clock)
 
 
-def _draft_server_config(params: Params, main: str, draft: str, k: int) -> ServerConfig:
-    """The main+draft server; its prompt cache per `speculative.draft_prompt_cache_size`
-    (see params.yaml: mlx-lm's cache reuse after speculative generation changes answers)."""
-
-    config = server_config(params, main, draft, k)
-    size = params.speculative.draft_prompt_cache_size
-    return config if size is None else config.model_copy(update={"prompt_cache_size": size})
-
-
 def _server_of(k: int | None) -> str:
     """The server a configuration runs on: the baseline (k None) or the draft server."""
     return "baseline" if k is None else "draft"
@@ -172,8 +165,9 @@ async def _measure(
 
     main, draft = models
     servers = {
-        "baseline": server_config(params, main),
-        "draft": _draft_server_config(params, main, draft, ks[0]),
+        "baseline": Setup(server_config(params, main)),
+        # Patched so that its prompt cache is safe to reuse after a speculative generation.
+        "draft": Setup(server_config(params, main, draft, ks[0]), SPECULATIVE_PATCHES),
     }
     # k=0 (control): the draft server drafting nothing; it separates the server's own
     # path (no batching, draft prefill) from what drafting gains.
@@ -194,7 +188,7 @@ async def _measure(
 async def _measure_group(
     params: Params,
     cases: Sequence[Case],
-    servers: dict[str, ServerConfig],
+    servers: dict[str, Setup],
     ks: Sequence[int | None],
     log_dir: Path,
 ) -> tuple[list[_Config], dict[str, float]]:
@@ -205,8 +199,8 @@ async def _measure_group(
     async with contextlib.AsyncExitStack() as stack:
         live = {}
         samplers = {}
-        for label, cfg in servers.items():
-            server = params_server(params, cfg, log_dir / f"{label}-server.log")
+        for label, s in servers.items():
+            server = params_server(params, s.config, log_dir / f"{label}-server.log", s.patches)
             live[label] = await stack.enter_async_context(server)
             samplers[label] = stack.enter_context(ServerMemorySampler(server.pid))
         configs = [
@@ -216,7 +210,9 @@ async def _measure_group(
         for c in configs:  # untimed: the first requests pay for lazy loading
             await run_query(c.agent, WARMUP, timeout_s=timeout)
         runs = [(case, r) for r in range(params.speculative.repeats) for case in cases]
-        for i, j in staggered_schedule(len(runs), len(configs)):
+        schedule = staggered_schedule(len(runs), len(configs))
+        progress = Progress(len(schedule))
+        for n, (i, j) in enumerate(schedule, start=1):
             c, (case, repeat) = configs[i], runs[j]
             seen = len(c.clock.requests)
             record = await run_query(
@@ -241,7 +237,7 @@ async def _measure_group(
             c.records.append(record)
             c.decode.append((sum(n for n, _ in parts), sum(s for _, s in parts)))
             print(
-                f"{c.label:>8} {case.label:<12} {record.total_s:6.2f} s "
+                f"{progress.line(n)} {c.label:>8} {case.label:<12} {record.total_s:6.2f} s "
                 f"{'ok ' if record.correct else 'BAD'} {record.decision}",
                 flush=True,
             )
@@ -249,12 +245,6 @@ async def _measure_group(
             server.check_alive()
             peak[label] = samplers[label].peak_rss_mb
     return configs, peak
-
-
-def _answer(record: QueryRecord) -> str:
-    """What the agent did and said: its tool calls, then its final answer."""
-    calls = json.dumps(record.tools_called, sort_keys=True)
-    return f"tools={calls} answer={record.output!r}"
 
 
 def first_difference(a: str, b: str, context: int = 60) -> dict[str, Any]:
@@ -283,6 +273,7 @@ def _summary(c: _Config, peak_rss_mb: float) -> dict[str, Any]:
         "n_queries": s["n_queries"],
         "n_errors": s["n_errors"],
         "peak_rss_mb": peak_rss_mb,
+        **latency_stats(c.records),
     }
 
 
@@ -354,15 +345,15 @@ def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) 
             "records": [r.to_dict() for r in base.records],
         },
     )
-    answers = {(r.label, r.repeat): _answer(r) for r in base.records}
+    answers = {(r.label, r.repeat): answer_of(r) for r in base.records}
     for c in configs[1:]:
         assert c.k is not None
         name = CONTROL_FILE if c.k == 0 else f"k{c.k}.json"
-        mismatches = [r for r in c.records if answers.get((r.label, r.repeat)) != _answer(r)]
+        mismatches = [r for r in c.records if answers.get((r.label, r.repeat)) != answer_of(r)]
         example = None
         if mismatches:
             r = mismatches[0]
-            diff = first_difference(answers.get((r.label, r.repeat), ""), _answer(r))
+            diff = first_difference(answers.get((r.label, r.repeat), ""), answer_of(r))
             example = {"query": r.query, **diff}
         write_json(
             out / name,

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from punie import paths
 from punie.errors import StageError
+from punie.machine import machine_keys
+from punie.measurement.latency import LATENCY_KEYS
 from punie.measurement.speculative import (
     CONTROL_FILE,
     Choice,
@@ -20,8 +22,10 @@ from punie.measurement.speculative import (
     acceptance_needed,
     choose_configuration,
     predicted_speedup,
+    vllm_acceptance,
 )
 from punie.params import load_params
+from punie.reports.latency import latency_table
 from punie.results import read_json, write_json, write_rows, write_text_atomic
 
 if TYPE_CHECKING:
@@ -107,6 +111,8 @@ def by_k_rows(
                 "acceptance_needed_1_5x": acceptance_needed(1.5, k, c, acc["verify_cost"]),
                 "e2e_speedup": _ratio(b["e2e_mean_s"], s["e2e_mean_s"]),
                 "acceptance_rate": a,
+                # vLLM's names: accepted / drafted, and 1 + accepted per step.
+                **vllm_acceptance(acc),
                 "mean_accepted_per_step": acc["mean_accepted_per_step"],
                 "verify_cost": acc["verify_cost"],
                 "step_cost": acc.get("step_cost"),
@@ -121,6 +127,7 @@ def by_k_rows(
                 "answer_mismatches": data["answer_mismatches"],
                 "token_mismatches": acc["token_mismatches"],
                 "peak_rss_mb": s["peak_rss_mb"],
+                **{key: s.get(key) for key in LATENCY_KEYS},
             }
         )
     return rows
@@ -161,6 +168,8 @@ def report(params: Params, results: Path, outputs: dict[str, Path]) -> None:
         "best_e2e_speedup": best["e2e_speedup"],
         "accuracy_min": min([b["accuracy"], *(r["accuracy"] for r in rows)]),
         "acceptance_rate_best_k": best["acceptance_rate"],
+        "draft_acceptance_rate_best_k": best["draft_acceptance_rate"],
+        "mean_acceptance_length_best_k": best["mean_acceptance_length"],
         "predicted_speedup_best_k": best["predicted_speedup"],
         "measured_over_predicted_best_k": _ratio(best["speedup"], best["predicted_speedup"]),
         "cost_ratio": baseline["cost"]["cost_ratio"],
@@ -180,8 +189,19 @@ def report(params: Params, results: Path, outputs: dict[str, Path]) -> None:
         metrics["step_cost_best_k"] = best["step_cost"]
         metrics["step_rest_best_k"] = step_rest(best)
     for r in rows:
-        for key in ("speedup", "e2e_speedup", "acceptance_rate", "predicted_speedup"):
+        for key in (
+            "speedup",
+            "e2e_speedup",
+            "acceptance_rate",
+            "draft_acceptance_rate",
+            "mean_acceptance_length",
+            "predicted_speedup",
+        ):
             metrics[f"{key}_k{r['k']}"] = r[key]
+    for key in LATENCY_KEYS:  # vLLM's per-request latencies, `<metric>_<configuration>`
+        metrics[f"{key}_baseline"] = b.get(key)
+        metrics[f"{key}_best_k"] = best[key]
+    metrics.update(machine_keys(params.runtime.blas))
     write_json(
         outputs["metrics"],
         {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
@@ -196,6 +216,8 @@ def report(params: Params, results: Path, outputs: dict[str, Path]) -> None:
                     "speedup",
                     "predicted_speedup",
                     "acceptance_rate",
+                    "draft_acceptance_rate",
+                    "mean_acceptance_length",
                     "inprocess_speedup",
                     "e2e_speedup",
                 )
@@ -263,6 +285,32 @@ def _breakdown(rows: Sequence[dict[str, Any]]) -> list[str]:
             "the in-process speedup falls short of the predicted one.",
         ]
     return [*lines, ""]
+
+
+def acceptance_vocabulary(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Acceptance in Leviathan's terms and in vLLM's: three figures, two vocabularies."""
+    return [
+        "Acceptance in two vocabularies (in-process, the same speculative steps):",
+        "",
+        "| k | acceptance a (Leviathan, the lab's `acceptance_rate`) | draft acceptance rate "
+        "(vLLM) | mean acceptance length (vLLM) | accepted drafts per step |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['k']} | {_f(r['acceptance_rate'])} | {_f(r['draft_acceptance_rate'])} | "
+            f"{_f(r['mean_acceptance_length'])} | {_f(r['mean_accepted_per_step'])} |"
+            for r in rows
+        ),
+        "",
+        "- a (`acceptance_rate_k<k>`) is Leviathan et al.'s per-token acceptance probability: "
+        "kept drafts over the drafts the main model checked, each step checking up to its first "
+        "rejection. It is what the predicted speedup takes.",
+        "- vLLM's draft acceptance rate (`draft_acceptance_rate_k<k>`) = kept drafts / drafted "
+        "tokens: the drafts after a step's first rejection are never checked and count as "
+        "lost, so it is below a whenever a step rejects before its last draft.",
+        "- vLLM's mean acceptance length (`mean_acceptance_length_k<k>`) = 1 + kept drafts per "
+        "step: the tokens one main-model pass emits (at most k + 1).",
+        "",
+    ]
 
 
 def _f(v: Any, digits: int = 2) -> str:
@@ -339,6 +387,14 @@ def render_report(
         "itself, so 'vs k=0' is drafting's own speedup.",
         "",
     ]
+    lines += acceptance_vocabulary(rows)
+    lines += latency_table(
+        {
+            "baseline": b,
+            **({"k = 0": control["summary"]} if control is not None else {}),
+            **{f"k = {r['k']}": r for r in rows},
+        }
+    )
     lines += _breakdown(rows)
     mism = [
         (d["k"], d) for d in per_k if d["answer_mismatches"] or d["acceptance"]["token_mismatches"]
