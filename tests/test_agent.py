@@ -180,3 +180,45 @@ def test_tool_definitions_are_the_schemas_the_agent_sends():
     assert defs["read_file"]["parameters"]["required"] == ["path"]
     for d in defs.values():
         assert 0 < len(d["description"]) < 120  # short: prompt tokens cost latency
+
+
+def test_thinking_goes_back_to_the_server_as_reasoning_content(tmp_path: Path) -> None:
+    """mlx_lm server sends a `<think>` block in `reasoning`; Qwen3's chat template renders
+    `reasoning_content` of earlier assistant turns, so that is the field the agent sends back."""
+    import httpx2
+
+    from punie.agent.production import build_agent, openai_model
+    from punie.agent.tools import Workspace, workspace_toolset
+
+    bodies: list[dict] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        bodies.append(json.loads(request.content))
+        if len(bodies) == 1:
+            call = {
+                "id": "c0",
+                "type": "function",
+                "function": {"name": "run_command", "arguments": '{"command": "ls"}'},
+            }
+            message = {"role": "assistant", "content": "\n\n", "reasoning": "Look first.",
+                       "tool_calls": [call]}  # fmt: skip
+            finish = "tool_calls"
+        else:
+            message, finish = {"role": "assistant", "content": "Done."}, "stop"
+        return httpx2.Response(200, json={
+            "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})  # fmt: skip
+
+    async def run() -> None:
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer)) as client:
+            agent = build_agent(
+                openai_model("http://s/v1", http_client=client),
+                workspace_toolset(Workspace(tmp_path)),
+            )
+            await agent.run("List the files")
+
+    asyncio.run(run())
+    sent = [m for m in bodies[1]["messages"] if m["role"] == "assistant"]
+    assert sent and sent[0].get("reasoning_content") == "Look first."
+    assert "reasoning" not in sent[0]

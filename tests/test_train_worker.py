@@ -363,3 +363,36 @@ def test_worker_trains_as_mlx_lm_lora_for_the_bootstrap_and_retrain_jobs(
         ours, theirs = mx.load(str(Path(request.adapter_path) / name)), mx.load(str(cli_dir / name))
         assert sorted(ours) == sorted(theirs)  # ty: ignore[invalid-argument-type]
         assert all(mx.array_equal(ours[k], theirs[k]).item() for k in ours)  # ty: ignore
+
+
+def test_the_answer_window_loss_equals_mlx_lms_masked_loss(
+    tiny_model_dir: Path, chat_data: Path
+) -> None:
+    """The same loss and token count as mlx-lm's default loss with the prompt masked, on a
+    batch of chats of different lengths, with the head run on the answers only (in a child:
+    mlx is not imported into the test process)."""
+    code = f"""
+import types, mlx.core as mx
+from mlx_lm import load
+from mlx_lm.tuner.datasets import CacheDataset, load_dataset
+from mlx_lm.tuner.trainer import default_loss, iterate_batches
+from punie.models.train_worker import answer_span, answer_window_loss
+model, tok = load({str(tiny_model_dir)!r})[:2]
+args = types.SimpleNamespace(data={str(chat_data)!r}, train=True, test=False, mask_prompt=True,
+    hf_dataset=False, prompt_feature="prompt", completion_feature="completion",
+    chat_feature="messages", text_feature="text")
+train, valid, _ = load_dataset(args, tok)
+data = CacheDataset(train)
+window = answer_span([data], 640)
+batch, lengths = next(iterate_batches(data, 4, 640))
+a, n = default_loss(model, batch, lengths)
+b, m = answer_window_loss(model, batch, lengths, window=window)
+assert int(n) == int(m), (n, m)
+assert abs(a.item() - b.item()) < 1e-4, (a.item(), b.item())
+assert window < batch.shape[1] - 1, (window, batch.shape)  # the head ran on fewer positions
+print("ok", a.item(), b.item(), window, batch.shape[1])
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=mlx_env("auto")
+    )
+    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr[-2000:]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.profiles.openai import OpenAIModelProfile
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
 
@@ -43,13 +44,20 @@ def openai_model(
 ) -> OpenAIChatModel:
     """A chat-completions model on an OpenAI-compatible server (mlx_lm server).
 
-    The OpenAI SDK speaks `httpx2`; a legacy `httpx.AsyncClient` still works (PydanticAI
-    adapts it, with a deprecation warning). Without a client, one with `timeout_s` is made.
+    mlx_lm server streams a thinking model's `<think>` block in the `reasoning` field; the
+    model's thinking is sent back in `reasoning_content`, the field Qwen3's chat template
+    renders as the `<think>` block of the assistant's earlier turns (PydanticAI would send it
+    back as `reasoning`, which the template ignores). The OpenAI SDK speaks `httpx2`; a legacy
+    `httpx.AsyncClient` still works (PydanticAI adapts it, with a deprecation warning).
+    Without a client, one with `timeout_s` is made.
     """
-
     client = http_client or httpx2.AsyncClient(timeout=timeout_s)
     provider = OpenAIProvider(base_url=base_url, api_key="not-needed", http_client=client)
-    return OpenAIChatModel(model_name, provider=provider)
+    profile = OpenAIModelProfile(
+        openai_chat_thinking_field="reasoning_content",
+        openai_chat_send_back_thinking_parts="field",
+    )
+    return OpenAIChatModel(model_name, provider=provider, profile=profile)
 
 
 def build_agent(

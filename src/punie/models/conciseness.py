@@ -98,6 +98,7 @@ def lora_request(
         "learning_rate": learning_rate,
         "max_seq_length": max_seq_length,
         "mask_prompt": True,
+        "answer_window": True,  # the head on the answers only: Qwen3's vocabulary is 151,936
         "steps_per_report": max(1, iters // 20),
         "steps_per_eval": iters,
         "val_batches": -1,
