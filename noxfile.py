@@ -1,6 +1,9 @@
-"""Sessions: lint, ty, tests (the README's test command) and repro (the whole pipeline)."""
+"""Sessions: lint, ty, tests (the README's test command), repro (the whole pipeline) and mac
+(the whole pipeline on a real model pair, as on the user's Mac)."""
 
 from __future__ import annotations
+
+import shlex
 
 import nox
 
@@ -55,3 +58,48 @@ def repro(session: nox.Session) -> None:
     session.run("dvc", "metrics", "show")
     if all(a.startswith("-") for a in session.posargs):  # no stage named: the whole pipeline
         session.run("punie-lab", "readme")  # the README's results section, from the metrics
+
+
+# The Mac path: the whole pipeline on a hub model pair with one 30B server up at a time. Only
+# the two model ids vary; CI runs these exact overrides on the real-shape pair
+# (punie-lab/qwen3-moe-tiny-5bit, punie-lab/qwen3-tiny-4bit), tests/test_mac.py checks it.
+MAC_MODELS = ("mlx-community/Qwen3-30B-A3B-5bit", "mlx-community/Qwen3-0.6B-4bit")
+MAC_OVERRIDES = (
+    # Qwen3 thinks by default; with max_tokens 256 a 30B model's thinking would crowd out
+    # the answer (the final stage then reports the thinking_off lever as already applied).
+    "server.chat_template_args={enable_thinking: false}",
+    # Two ~20 GB servers do not fit in 32 GB: one server up at a time everywhere.
+    "speculative.interleave=false",
+    "final.interleave=false",
+    "conciseness.parallel_servers=1",
+    # One k (Qwen3-0.6B drafting for 30B-A3B) and no k=0 control server: one draft server.
+    "speculative.num_draft_tokens=[3]",
+    "speculative.control=false",
+    # Retrain whatever the profile says (the seed plan measured 98 % generation), two
+    # candidates of one LoRA run.
+    "conciseness.force=true",
+    "conciseness.lora.iters=[10, 20]",
+)
+
+
+def mac_command(main: str, draft: str) -> list[str]:
+    """`dvc exp run` with the Mac overrides for this model pair."""
+    sets = [f"models.main={main}", f"models.draft={draft}", *MAC_OVERRIDES]
+    return ["dvc", "exp", "run", *(a for s in sets for a in ("-S", s))]
+
+
+@nox.session(python=PYTHON, default=False)
+def mac(session: nox.Session) -> None:
+    """The whole pipeline on a real model pair, one server at a time (README, "Running it on a
+    Mac"): `nox -s mac` for Qwen3-30B-A3B-5bit + Qwen3-0.6B-4bit, `nox -s mac -- MAIN DRAFT`
+    for other hub ids or directories, `dvc exp run` options after them (`-n NAME`). The models
+    must be in the Hugging Face cache (`hf download <id>`); `punie-lab doctor` checks first."""
+    if len(session.posargs) == 1:
+        session.error("give both model ids: nox -s mac -- MAIN DRAFT")
+    main, draft = session.posargs[:2] if session.posargs else MAC_MODELS
+    _install(session)
+    session.run("punie-lab", "doctor", "--main", main, "--draft", draft)
+    cmd = [*mac_command(main, draft), *session.posargs[2:]]
+    session.log(shlex.join(cmd))
+    session.run(*cmd)
+    session.run("dvc", "metrics", "show")
