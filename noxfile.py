@@ -67,7 +67,9 @@ MAC_MODELS = ("mlx-community/Qwen3-30B-A3B-5bit", "mlx-community/Qwen3-0.6B-4bit
 MAC_OVERRIDES = (
     # Qwen3 thinks by default; with max_tokens 256 a 30B model's thinking would crowd out
     # the answer (the final stage then reports the thinking_off lever as already applied).
-    "server.chat_template_args={enable_thinking: false}",
+    # `++`: DVC's override of the empty `{}` as `server.chat_template_args={...}` fails
+    # ("Key 'enable_thinking' is not in struct"); `++` adds the key, or replaces it.
+    "++server.chat_template_args.enable_thinking=false",
     # Two ~20 GB servers do not fit in 32 GB: one server up at a time everywhere.
     "speculative.interleave=false",
     "final.interleave=false",
