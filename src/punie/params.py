@@ -54,6 +54,9 @@ class Queries(_Section):
     seed: str
     heldout: str
     wording: str
+    # At most this many queries of each set, evenly spread through the file (None: all): a
+    # 30B model on a Mac pays seconds per query, in every configuration of every stage.
+    per_set: int | None = Field(ge=1)
 
 
 class CorpusSizes(_Section):

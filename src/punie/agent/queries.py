@@ -81,10 +81,21 @@ def load_queries(path: Path | str) -> list[Query]:
     return queries
 
 
+QUERY_SETS = ("seed", "heldout", "wording")
+
+
 def query_sets(params: Params) -> dict[str, Path]:
     """The query sets every stage reports, by name, as configured in params.yaml: the seed's
     discrimination set, the template held-out set and the new-wording held-out set."""
-    return {name: Path(path) for name, path in params.queries.model_dump().items()}
+    return {name: Path(getattr(params.queries, name)) for name in QUERY_SETS}
+
+
+def spread(n_items: int, at_most: int | None) -> list[int]:
+    """Indices of at most `at_most` of `n_items`, evenly spread from the first (None: all),
+    so a file ordered by kind keeps its mix of tool and direct queries."""
+    if at_most is None or at_most >= n_items:
+        return list(range(n_items))
+    return [i * n_items // at_most for i in range(at_most)]
 
 
 def never_trained(params: Params) -> list[str]:

@@ -50,7 +50,7 @@ from pydantic_ai.usage import UsageLimits
 
 from punie.agent.loop_guard import GUARD_FIELD, LoopGuardTransport
 from punie.agent.production import build_agent, openai_model
-from punie.agent.queries import QueryFileError, load_queries
+from punie.agent.queries import QueryFileError, load_queries, spread
 from punie.agent.tools import Workspace, workspace_toolset
 from punie.errors import StageError
 from punie.measurement.records import QueryRecord, QueryTrace, ToolSpan, TurnTrace, build_record
@@ -391,9 +391,10 @@ class Case:
     query: Query
 
 
-def load_cases(sets: Mapping[str, Path] | Sequence[Path]) -> list[Case]:
+def load_cases(sets: Mapping[str, Path] | Sequence[Path], per_set: int | None = None) -> list[Case]:
     """Cases labelled `<set>-<n>` (1-based), from named query files (`query_sets`) or from
-    files named after their stem."""
+    files named after their stem; with `per_set` (params `queries.per_set`), at most that many
+    of each file, evenly spread, keeping their numbers in the file."""
     named = sets if isinstance(sets, Mapping) else {Path(p).stem: Path(p) for p in sets}
     cases: list[Case] = []
     for name, path in named.items():
@@ -401,7 +402,7 @@ def load_cases(sets: Mapping[str, Path] | Sequence[Path]) -> list[Case]:
             queries = load_queries(path)
         except QueryFileError as e:
             raise StageError(str(e)) from None
-        cases += [Case(f"{name}-{n}", name, q) for n, q in enumerate(queries, start=1)]
+        cases += [Case(f"{name}-{i + 1}", name, queries[i]) for i in spread(len(queries), per_set)]
     return cases
 
 

@@ -115,7 +115,7 @@ def run_final(params: Params, console: Console) -> int:
     setups, skipped = ablation(params, o)
     named = {str(Path(o.main)): params.models.main}  # the report names what params.yaml names
     described = {name: _named(s.describe(), named) for name, s in setups.items()}
-    cases = load_cases(query_sets(params))
+    cases = load_cases(query_sets(params), params.queries.per_set)
     method = (
         "alternating query by query, every server up at once"
         if f.interleave

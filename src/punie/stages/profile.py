@@ -123,7 +123,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     params = load_params()
     outputs = Outputs.under(args.out)
     check_writable(*astuple(outputs))  # before minutes of measuring, not after
-    cases = load_cases(args.queries or query_sets(params))
+    cases = load_cases(args.queries or query_sets(params), params.queries.per_set)
     model_path = args.model or params.models.main
     # In seconds: a missing model or hub id fails here, not after a server's start-up. The
     # server and the direct floor load the resolved directory; reports name `model_path`.

@@ -245,7 +245,7 @@ def choose_and_record(
     """Main vs every candidate through the real agent on seed + held-out; keep the candidate
     with the fewest completion tokens that loses no accuracy as `out`, or discard them all."""
 
-    cases = load_cases(query_sets(params))
+    cases = load_cases(query_sets(params), params.queries.per_set)
     configs = {"main": server_config(params, params.models.main)}
     configs |= {f"i{n}": server_config(params, str(path)) for n, path in fused.items()}
     console.print(

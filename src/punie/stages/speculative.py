@@ -291,7 +291,7 @@ def check_draft(params: Params) -> tuple[str, str]:
 def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) -> int:
     main, draft = check_draft(params)
     ks = list(dict.fromkeys(params.speculative.num_draft_tokens))
-    cases = load_cases(queries or query_sets(params))
+    cases = load_cases(queries or query_sets(params), params.queries.per_set)
     out.mkdir(parents=True, exist_ok=True)
     log_dir = out / "logs"
     log_dir.mkdir(exist_ok=True)
