@@ -86,3 +86,4 @@ def test_the_overrides_apply_as_dvc_applies_them(tmp_path: Path) -> None:
     assert params.final.interleave is False
     assert params.conciseness.parallel_servers == 1
     assert params.conciseness.force is True
+    assert params.queries.per_set == 12
