@@ -87,23 +87,31 @@ MAC_OVERRIDES = (
 )
 
 
+def mac_sets(main: str, draft: str) -> list[str]:
+    """The `-S` arguments of the Mac path for this model pair."""
+    sets = [f"models.main={main}", f"models.draft={draft}", *MAC_OVERRIDES]
+    return [a for s in sets for a in ("-S", s)]
+
+
 def mac_command(main: str, draft: str) -> list[str]:
     """`dvc exp run` with the Mac overrides for this model pair."""
-    sets = [f"models.main={main}", f"models.draft={draft}", *MAC_OVERRIDES]
-    return ["dvc", "exp", "run", *(a for s in sets for a in ("-S", s))]
+    return ["dvc", "exp", "run", *mac_sets(main, draft)]
 
 
 @nox.session(python=PYTHON, default=False)
 def mac(session: nox.Session) -> None:
-    """The whole pipeline on a real model pair, one server at a time (README, "Running it on a
-    Mac"): `nox -s mac` for Qwen3-30B-A3B-5bit + Qwen3-0.6B-4bit, `nox -s mac -- MAIN DRAFT`
-    for other hub ids or directories, `dvc exp run` options after them (`-n NAME`). The models
-    must be in the Hugging Face cache (`hf download <id>`); `punie-lab doctor` checks first."""
+    """The whole pipeline on a real model pair, one server at a time (README, "Running it on
+    a Mac"): `nox -s mac` for Qwen3-30B-A3B-5bit + Qwen3-0.6B-4bit, `nox -s mac -- MAIN DRAFT`
+    for other hub ids or directories, `dvc exp run` options after them (`-n NAME`). The
+    models must be in the Hugging Face cache (`hf download <id>`); `punie-lab doctor` checks
+    them first, with the same overrides."""
     if len(session.posargs) == 1:
         session.error("give both model ids: nox -s mac -- MAIN DRAFT")
     main, draft = session.posargs[:2] if session.posargs else MAC_MODELS
     _install(session)
-    session.run("punie-lab", "doctor", "--main", main, "--draft", draft)
+    # The preflight checks params.yaml as the experiment will have it (with the overrides:
+    # without them, two 30B servers at once fail its memory check).
+    session.run("punie-lab", "doctor", *mac_sets(main, draft))
     cmd = [*mac_command(main, draft), *session.posargs[2:]]
     session.log(shlex.join(cmd))
     session.run(*cmd)

@@ -87,3 +87,19 @@ def test_the_overrides_apply_as_dvc_applies_them(tmp_path: Path) -> None:
     assert params.conciseness.parallel_servers == 1
     assert params.conciseness.force is True
     assert params.queries.per_set == 12
+
+
+def test_the_doctor_checks_the_overridden_params(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nox -s mac` runs `punie-lab doctor` with the same `-S` overrides first. Without them,
+    params.yaml keeps two servers up at once and a 30B pair (~21 GB of 5-bit weights) fails
+    the doctor's memory check on a 32 GB Mac before the experiment starts."""
+    from punie.commands.doctor import overridden_params
+    from punie.serving.preflight import memory
+
+    monkeypatch.chdir(ROOT)
+    main_bytes, draft_bytes = 21_000_000_000, 340_000_000
+    sets = _noxfile().mac_sets(*_noxfile().MAC_MODELS)
+    params = overridden_params(sets[1::2])
+    assert params.models.main == "mlx-community/Qwen3-30B-A3B-5bit"
+    assert memory(params, main_bytes, draft_bytes).ok
+    assert not memory(overridden_params([]), main_bytes, draft_bytes).ok

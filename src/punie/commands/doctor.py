@@ -15,11 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from punie import paths
 from punie.agent.queries import QueryFileError, load_queries
+from punie.errors import ParamsError
 from punie.params import load_params
 from punie.serving.hub import weights_bytes
 from punie.serving.preflight import (
@@ -45,10 +49,36 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--draft", help="draft model: a directory, a hub id or `none` (default: params)"
     )
+    parser.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="check params.yaml as `dvc exp run -S KEY=VALUE` would change it (repeatable)",
+    )
+
+
+def overridden_params(overrides: list[str]) -> Params:
+    """params.yaml with `dvc exp run -S` overrides applied by DVC's own code (a copy: the
+    file itself is left alone), so the doctor checks what the experiment will run."""
+    if not overrides:
+        return load_params()
+    from dvc.utils.hydra import apply_overrides
+
+    with tempfile.TemporaryDirectory(prefix="punie-doctor-") as tmp:
+        copy = Path(tmp) / "params.yaml"
+        shutil.copyfile(paths.PARAMS, copy)
+        try:
+            apply_overrides(str(copy), overrides)
+        except Exception as e:  # dvc raises its own InvalidArgumentError
+            cause = f" ({e.__cause__})" if e.__cause__ else ""
+            raise ParamsError(f"-S {' -S '.join(overrides)}: {e}{cause}") from None
+        return load_params(copy)
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    params = load_params()
+    params = overridden_params(args.set_param)
     main = args.main or params.models.main
     draft = params.models.draft if args.draft is None else args.draft
     draft = None if draft in (None, "", "none", "null") else draft
