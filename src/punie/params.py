@@ -50,6 +50,10 @@ class AgentParams(_Section):
     tool_output_cap: int = Field(ge=100)
 
 
+# The query sets of `queries` (the section's other keys are settings), in report order.
+QUERY_SETS = ("seed", "heldout", "wording")
+
+
 class Queries(_Section):
     seed: str
     heldout: str

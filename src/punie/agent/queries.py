@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from punie.params import QUERY_SETS
+
 if TYPE_CHECKING:
     from punie.params import Params
 
@@ -79,9 +81,6 @@ def load_queries(path: Path | str) -> list[Query]:
             raise QueryFileError(f"{path}: entry {i}: query: duplicate {q.query!r}")
         seen.add(q.query)
     return queries
-
-
-QUERY_SETS = ("seed", "heldout", "wording")
 
 
 def query_sets(params: Params) -> dict[str, Path]:

@@ -17,11 +17,11 @@ from typing import Any
 
 from punie import paths
 from punie.errors import StageError
-from punie.params import Queries
+from punie.params import QUERY_SETS
 from punie.results import read_json, write_json
 
 # The query sets every stage reports (params `queries`), in order.
-SETS = tuple(Queries.model_fields)
+SETS = QUERY_SETS
 
 # Where the machine keys are read from: the first of these files that holds them (the
 # final benchmark's machine is the one the headline figures hold on).
