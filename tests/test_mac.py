@@ -9,10 +9,10 @@ them and give valid params.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -26,12 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 MAC_SECTION = "## Running it on a Mac with real models"
 
 
+@functools.cache
 def _noxfile() -> ModuleType:
+    """noxfile.py, loaded once (nox registers its sessions at import)."""
     pytest.importorskip("nox")
     spec = importlib.util.spec_from_file_location("punie_noxfile", ROOT / "noxfile.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("punie_noxfile", module)
     spec.loader.exec_module(module)
     return module
 
