@@ -160,15 +160,36 @@ def test_final_answer_uses_the_tool_output() -> None:
     assert "no matches" in empty
 
 
-def test_made_up_terms_are_answered_directly_in_the_verbose_style() -> None:
-    from punie.models.corpus_text import DIRECT_OPENERS, NONCE_DEFINITION
+def test_made_up_terms_are_answered_directly_in_real_english() -> None:
+    from punie.models.corpus_text import DIRECT_OPENERS, UNKNOWN_TERM_ANSWER
 
     facts = workspace_facts(WS.root)
     specs = make_specs(200, facts, seed=0, tool_share=0.0, nonce_share=1.0)
-    assert all(s.tool is None and NONCE_DEFINITION in s.answer for s in specs)
+    assert all(s.tool is None and UNKNOWN_TERM_ANSWER in s.answer for s in specs)
     assert all(s.answer.startswith(DIRECT_OPENERS) for s in specs)
+    # the answer is fixed English text (plus a sign-off): it never repeats the made-up word
+    assert all(s.answer.startswith(f"{DIRECT_OPENERS[0]} {UNKNOWN_TERM_ANSWER}") for s in specs)
     # the conciseness data set keeps real topics only
     concise = make_specs(50, facts, seed=0, tool_share=0.0, nonce_share=1.0, concise=True)
-    assert not any(NONCE_DEFINITION in s.answer for s in concise)
+    assert not any(UNKNOWN_TERM_ANSWER in s.answer for s in concise)
     # none by default
-    assert not any(NONCE_DEFINITION in s.answer for s in make_specs(100, facts, seed=0))
+    assert not any(UNKNOWN_TERM_ANSWER in s.answer for s in make_specs(100, facts, seed=0))
+
+
+def test_direct_answers_are_sentences_without_control_tokens() -> None:
+    from punie.models.tokenizer import MARKUP_TOKENS, SPECIAL_TOKENS
+
+    specs = make_specs(600, workspace_facts(WS.root), seed=2, tool_share=0.0, nonce_share=0.1)
+    for s in specs:
+        assert s.answer.startswith("Great question! ") and s.answer.rstrip().endswith((".", "!"))
+        assert not any(t in s.answer for t in SPECIAL_TOKENS + MARKUP_TOKENS), s.answer
+
+
+def test_pydoc_answers_are_clean_first_sentences() -> None:
+    from punie.models.corpus_topics import PYDOC_TERMS, pydoc_answer
+
+    for key in PYDOC_TERMS:
+        text = pydoc_answer(key)
+        assert text[0].isupper() or text[0].islower(), text
+        assert text.endswith(".") and "::=" not in text and "*" not in text.replace("**", "")
+        assert 3 <= len(text.split()) <= 40, (key, text)
