@@ -12,7 +12,13 @@ from punie import paths
 from punie.errors import StageError
 from punie.models.corpus import read_jsonl
 from punie.models.modelgen import Qwen3Shape, init_model_dir
-from punie.models.tokenizer import CHAT_TEMPLATE, save_tokenizer, train_tokenizer
+from punie.models.tokenizer import (
+    CHAT_TEMPLATE,
+    IM_END,
+    IM_START,
+    save_tokenizer,
+    train_tokenizer,
+)
 from punie.params import ModelShape, Params
 
 
@@ -31,10 +37,17 @@ def corpus_texts(corpus_dir: Path = paths.CORPUS, limit: int = 800) -> list[str]
     ]
 
 
+def system_turn(corpus_dir: Path = paths.CORPUS) -> str:
+    """The agent's fixed system turn as rendered (instructions and tool schemas): the text
+    between the first `<|im_start|>` and `<|im_end|>` of a training example."""
+    text = corpus_texts(corpus_dir, limit=1)[0]
+    return text.split(IM_START, 1)[1].split(IM_END, 1)[0]
+
+
 def build_tokenizer(params: Params, out_dir: Path, corpus_dir: Path = paths.CORPUS) -> None:
-    tok = train_tokenizer(
-        corpus_texts(corpus_dir), params.bootstrap.tokenizer.vocab_size, split_words=False
-    )
+    t = params.bootstrap.tokenizer
+    whole = [system_turn(corpus_dir)] if t.system_token else []
+    tok = train_tokenizer(corpus_texts(corpus_dir), t.vocab_size, t.split_words, whole)
     save_tokenizer(tok, out_dir)
 
 
