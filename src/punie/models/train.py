@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import re
+import resource
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +92,26 @@ class Job:
 class Trained:
     log: TrainLog
     seconds: float
+    cpu_seconds: float = 0.0  # the trainer process's user + system CPU time
+
+
+_CPU_LOCK = threading.Lock()
+_cpu_reaped = [0.0]  # children CPU seen so far by `_job_cpu` (this process's reaped children)
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of every child process reaped so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _job_cpu() -> float:
+    """CPU of the child reaped since the last call: called right after each trainer returns,
+    the jobs of `train_many` finish one at a time, so each gets its own trainer's CPU."""
+    with _CPU_LOCK:
+        now = children_cpu()
+        delta, _cpu_reaped[0] = now - _cpu_reaped[0], now
+        return delta
 
 
 def train_many(
@@ -133,8 +155,9 @@ def train_many(
         log_path = work / f"{job.label}-train.log"
         run_mlx(args, blas=blas, log_path=log_path, on_line=on_line, threads=job.shape.blas_threads)
         progress.update(task, completed=iters)
-        return Trained(log, time.perf_counter() - t0)
+        return Trained(log, time.perf_counter() - t0, _job_cpu())
 
+    _job_cpu()  # children reaped before the trainers are not theirs
     with Progress(
         TextColumn("[bold]{task.description:<6}"),
         BarColumn(),
@@ -184,6 +207,7 @@ def train_metrics(label: str, trained: Trained) -> dict[str, Any]:
     log = trained.log
     return {
         f"{label}_train_seconds": trained.seconds,
+        f"{label}_train_cpu_seconds": trained.cpu_seconds,
         f"{label}_train_loss": log.train[-1][1] if log.train else None,
         f"{label}_valid_loss": log.val[-1][1] if log.val else None,
         f"{label}_tokens_per_s": (
@@ -241,6 +265,7 @@ def distill_draft(
     data = work / "distill"
     data.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    cpu0 = children_cpu()
     train_rows = read_jsonl(paths.CORPUS / "train.jsonl")[: d.rows]
     valid_rows = read_jsonl(paths.CORPUS / "valid.jsonl")[: d.valid_rows]
     print(
@@ -254,6 +279,7 @@ def distill_draft(
     (data / "train.jsonl").write_text(to_jsonl(answers[: len(train_rows)]))
     (data / "valid.jsonl").write_text(to_jsonl(answers[len(train_rows) :]))
     seconds = time.perf_counter() - t0
+    generate_cpu = children_cpu() - cpu0
     shape = b.draft.model_copy(update={"iters": d.iters, "learning_rate": d.learning_rate})
     job = Job("draft-distill", draft_dir, shape)
     trained = train_many([job], data, work, seed=params.runtime.seed, blas=blas)[job.label]
@@ -261,5 +287,6 @@ def distill_draft(
     return {
         "distill_rows": d.rows,
         "distill_generate_seconds": seconds,
+        "distill_generate_cpu_seconds": generate_cpu,
         **train_metrics("draft_distill", trained),
     }
