@@ -56,3 +56,17 @@ def test_a_whole_text_becomes_one_token_and_a_stop_token() -> None:
     assert names == {"<|im_end|>", "<|endoftext|>", "<|im_start|>", "<tool_response>",
                      "</tool_response>", "</tool_call>", system}  # fmt: skip
     assert tok.id_to_token(stops[0]) == "<|im_end|>" and "<tool_call>" not in names
+
+
+def test_the_role_header_ends_with_a_newline_before_any_answer() -> None:
+    from jinja2 import Template
+
+    from punie.models.tokenizer import CHAT_TEMPLATE
+
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Great!"}]
+    full = Template(CHAT_TEMPLATE).render(messages=messages, tools=None)
+    prompt = Template(CHAT_TEMPLATE).render(
+        messages=messages[:1], tools=None, add_generation_prompt=True
+    )
+    assert prompt.endswith("<|im_start|>assistant\n")
+    assert full.startswith(prompt) and full[len(prompt) :] == "Great!<|im_end|>"

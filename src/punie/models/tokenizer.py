@@ -22,6 +22,9 @@ IM_END = "<|im_end|>"
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
 MARKUP_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
 
+# As Qwen's: a newline ends every role header, so the first answer token never merges with
+# the role name (with word-level BPE, "assistantGreat" was one word and direct answers lost
+# their first target token).
 CHAT_TEMPLATE = (
     "{%- if tools %}"
     "<|im_start|>system\n"
@@ -40,7 +43,7 @@ CHAT_TEMPLATE = (
     "<|im_start|>user\n{{ message.content }}<|im_end|>\n"
     "{%- elif message.role == 'assistant' %}"
     "<|im_start|>assistant\n"
-    "{%- if message.content %}{{ message.content }}{%- endif %}"
+    "{% if message.content %}{{ message.content }}{%- endif %}"
     "{%- if message.tool_calls %}"
     "{%- for tc in message.tool_calls %}"
     "{%- set tool_call = tc.function if tc.function is defined else tc %}"
@@ -55,7 +58,7 @@ CHAT_TEMPLATE = (
     "<|im_start|>user\n<tool_response>\n{{ message.content }}\n</tool_response><|im_end|>\n"
     "{%- endif %}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 
