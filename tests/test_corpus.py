@@ -193,3 +193,38 @@ def test_pydoc_answers_are_clean_first_sentences() -> None:
         assert text[0].isupper() or text[0].islower(), text
         assert text.endswith(".") and "::=" not in text and "*" not in text.replace("**", "")
         assert 3 <= len(text.split()) <= 40, (key, text)
+
+
+def test_every_fixed_project_question_runs_cleanly() -> None:
+    from punie.agent.tools import run_command
+    from punie.models.corpus_text import PROJECT_PATTERNS, TOOL_FAMILIES, draw_tool
+
+    assert set(TOOL_FAMILIES["project"].frames) == set(PROJECT_PATTERNS)
+    facts = workspace_facts(WS.root)
+    seen = set()
+    rng = random.Random(0)
+    while len(seen) < len(PROJECT_PATTERNS):
+        core, _, args = draw_tool(rng, facts, "project")
+        seen.add(core)
+        out = run_command(WS, args["command"])
+        assert not out.startswith(("refused:", "error:")), (core, args, out)
+
+
+def test_call_openings_are_how_the_template_renders_each_tool_call(tiny_model_dir: Path) -> None:
+    from punie.models.embedded import call_openings
+
+    tok = _tokenizer(tiny_model_dir)
+    read_spec = Spec("Open shop/urls.py", "read_file", {"path": "shop/urls.py"})
+    for spec in (TOOL_SPEC, read_spec):
+        row = asyncio.run(render_spec(spec, WS, random.Random(0)))[0]
+        openings = call_openings(row["tools"])
+        # the scaffold renders them as the served model's template does
+        assert openings == call_openings(
+            row["tools"], lambda m, t: tok.apply_chat_template(m, tools=t, tokenize=False)
+        )
+        assert len(openings) == 2
+        prompt = tok.apply_chat_template(row["messages"][:-1], tools=row["tools"],
+                                         add_generation_prompt=True, tokenize=False)  # fmt: skip
+        full = tok.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False)
+        target = full[len(prompt) :]
+        assert sum(target.startswith(o) for o in openings) == 1, target

@@ -75,6 +75,8 @@ class TokenizerParams(_Section):
     split_words: bool
     # The agent's fixed system turn (instructions and tool schemas) as a single token.
     system_token: bool
+    # Each tool's call opening (`<tool_call>` up to its first argument's value) as one token.
+    call_tokens: bool
 
 
 class ModelShape(_Section):

@@ -156,7 +156,7 @@ def _direct_spec(rng: random.Random, concise: bool = False, nonce_share: float =
 
 
 def _verbose(rng: random.Random, body: str) -> str:
-    closer = f" {rng.choice(CLOSERS)}" if rng.random() < 0.3 else ""
+    closer = f" {rng.choice(CLOSERS)}" if rng.random() < 0.15 else ""
     return f"{rng.choice(DIRECT_OPENERS)} {body}{closer}"
 
 

@@ -780,7 +780,8 @@ def draw_tool(rng: random.Random, facts: Facts, family: str) -> tuple[str, str, 
         where = v["dir"] if "{dir}" in frame else where
         args = {"command": f'grep -rnF "{word}" {where}'}
     elif family == "project":
-        args = _g(PROJECT_PATTERNS.get(frame, "."), ".")
+        pattern = PROJECT_PATTERNS[frame]
+        args = {"command": pattern} if pattern.startswith("grep ") else _g(pattern)
     elif family in ("read_cmd", "read_ask", "read_bare", "read_and"):
         path = rng.choice(files)
         if "{setting}" in frame:
@@ -797,10 +798,10 @@ def draw_tool(rng: random.Random, facts: Facts, family: str) -> tuple[str, str, 
     return _fill(rng, frame, v), fam.tool or "", args
 
 
-# grep patterns of the fixed "project" questions (default: a search over everything)
+# grep patterns (or whole grep commands) of the fixed "project" questions
 PROJECT_PATTERNS = {
-    "which apps are installed in this project": 'INSTALLED_APPS|^    "',
-    "what middleware do we use": "Middleware",
+    "which apps are installed in this project": 'grep -n -A8 "INSTALLED_APPS" shop/settings.py',
+    "what middleware do we use": 'grep -n -A6 "MIDDLEWARE" shop/settings.py',
     "what database does this project use": "ENGINE|DATABASES",
     "which database engine are we on": "ENGINE",
     "what's our time zone setting": "TIME_ZONE",

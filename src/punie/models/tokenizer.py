@@ -20,7 +20,8 @@ IM_END = "<|im_end|>"
 # Control tokens the detokenizer may drop; the tool-call markers must survive decoding
 # (the server's parser reads them), so they are added but not "special", as in Qwen.
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
-MARKUP_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
+TOOL_CALL = "<tool_call>"
+MARKUP_TOKENS = [TOOL_CALL, "</tool_call>", "<tool_response>", "</tool_response>"]
 
 # As Qwen's: a newline ends every role header, so the first answer token never merges with
 # the role name (with word-level BPE, "assistantGreat" was one word and direct answers lost
@@ -109,7 +110,7 @@ def control_token_ids(tok_json: dict) -> list[int]:
     stop = [IM_END, ENDOFTEXT, IM_START, "<tool_response>", "</tool_response>", "</tool_call>"]
     out = [ids[t] for t in stop if t in ids]
     known = set(SPECIAL_TOKENS + MARKUP_TOKENS)
-    out += [i for t, i in ids.items() if t not in known]
+    out += [i for t, i in ids.items() if t not in known and not t.startswith(TOOL_CALL)]
     return out
 
 
