@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from punie.models.corpus_topics import (
+    API,
     DATA,
     DJANGO,
     GENERAL,
@@ -300,6 +301,13 @@ TOOL_FAMILIES: dict[str, Family] = {
         "find the {field} field of {model}", "show me how {field} is declared on {model}",
         "what did we make {model}.{field}",
     )),
+    "behaviour": Family(RC, "question", 0.06, (
+        "where do we {act}", "how do we {act} in this project", "show me how we {act}",
+        "find the code where we {act}", "do we {act} anywhere", "where in the code do we {act}",
+        "which file has the logic to {act}", "point me to where we {act}", "what code do we use to {act}",
+        "where does this project {act}", "is there code here that we use to {act}",
+        "how does our code {act}", "which function do we call to {act}",
+    )),
     "tests": Family(RC, "question", 0.05, (
         "did anyone write tests for {feature}", "has anybody tested {feature}",
         "did we ever write a test for {feature}", "is there a test for {feature}",
@@ -309,12 +317,14 @@ TOOL_FAMILIES: dict[str, Family] = {
         "show me the tests for {feature}", "list the tests that touch {feature}",
         "any tests for {feature}",
     )),
-    "wc": Family(RC, "question", 0.05, (
+    "wc": Family(RC, "question", 0.07, (
         "how many lines does {p} have", "how long is {p}",
         "line count of {p}", "line count for {p}", "wc -l {p}", "number of lines in {p}",
         "count how many lines {p} has", "get me the line count of {p}",
         "how many lines of code is {p}", "how big is {p}", "what's the length of {p} in lines",
-        "size of {p} in lines", "tell me how many lines {p} is",
+        "size of {p} in lines", "tell me how many lines {p} is", "count up the lines of {p}",
+        "give me a line count for {p}", "how many lines long is {p}", "lines in {p}, how many",
+        "count {p}'s lines", "line total for {p}",
     )),
     "lines_dir": Family(RC, "question", 0.02, (
         "how many lines of code are in {dir}", "how big is the {dir} app", "line counts for {dir}",
@@ -596,6 +606,24 @@ FEATURES = (
     ("the cart", "cart"), ("refunds", "refund"), ("shipping", "shipping"),
     ("the order viewset", "order"), ("email validation", "email"), ("profiles", "profile"),
     ("out of stock orders", "out_of_stock"), ("bad passwords", "bad_password"),
+    ("the checkout endpoint", "checkout|place_order"), ("the logout view", "logout"),
+    ("the user detail endpoint", "user_detail"), ("the cart endpoint", "cart"),
+    ("the signup endpoint", "signup"), ("the order api", "order"),
+)  # fmt: skip
+# Things the code does, asked about by behaviour: (verb phrase, grep pattern).
+ACTS: tuple[tuple[str, str], ...] = (
+    ("check the stock", "stock"), ("send receipts", "receipt"), ("cancel orders", "cancel"),
+    ("compute the order total", "def total|subtotal"), ("validate emails", "validate_email"),
+    ("log users in", "login|authenticate"), ("notify the shipping service", "shipping|SHIPPING"),
+    ("register the router", "router.register"), ("configure the database", "DATABASES"),
+    ("hash passwords", "password"), ("paginate results", "PAGINATION|PAGE_SIZE"),
+    ("handle out of stock errors", "OutOfStock"), ("expire stale carts", "expire_stale_carts"),
+    ("talk to the payment provider", "payment|stripe"), ("create orders", "place_order|objects.create"),
+    ("read the settings", "settings"), ("set the time zone", "TIME_ZONE"),
+    ("call external apis", "https?://|httpx"), ("write log messages", "log\\.|logging"),
+    ("check permissions", "permission"), ("serialize users", "UserSerializer"),
+    ("lock rows", "select_for_update"), ("retry failed jobs", "retry"),
+    ("build the urls", "path\\(|urlpatterns"), ("send emails", "email|mail"),
 )  # fmt: skip
 FIELD_ATTRS = (
     "related_name",
@@ -644,6 +672,7 @@ GROUP_CONTEXTS = {
     "data": ("sql", "a relational database", "backend development", "django"),
     "tooling": ("python", "git", "programming", "general"),
     "python": ("python", "programming"),
+    "api": ("django", "python", "drf", "django rest framework", "a web app"),
 }
 
 
@@ -651,7 +680,7 @@ GROUP_CONTEXTS = {
 def concept_groups() -> tuple[tuple[str, str, str], ...]:
     """(term, the answer's sentence, group) of every concept; the answer is a sentence."""
     groups = {"general": GENERAL, "django": DJANGO, "web": WEB, "data": DATA, "tooling": TOOLING,
-              "python": PYCODE}  # fmt: skip
+              "python": PYCODE, "api": API}  # fmt: skip
     out = [(t, f"{t[0].upper() + t[1:]} is {d}.", g) for g, ts in groups.items() for t, d in ts]
     out += [(t, a, "python") for t, a in pydoc_topics()]
     return tuple(out)
@@ -681,6 +710,7 @@ def slot_values(facts: Facts) -> dict[str, list[str]]:
         "app": apps,
         "word": [*MARKERS, *WORDS, *facts.dotted, *settings_names(facts), *(s for s, _, _ in syms)],
         "t": [t for t, _ in concept_topics()] + [t for pair in PAIRS for t, _ in pair],
+        "act": [a for a, _ in ACTS],
         "a": [t for t, _ in concept_topics()] + [t for pair in PAIRS for t, _ in pair],
         "b": [t for t, _ in concept_topics()] + [t for pair in PAIRS for t, _ in pair],
         "task": [t for t, _ in HOWTO],
@@ -754,6 +784,10 @@ def draw_tool(rng: random.Random, facts: Facts, family: str) -> tuple[str, str, 
         args = _g(sym)
     elif family == "setting":
         args = _g(setting, facts.settings_file)
+    elif family == "behaviour":
+        act, pattern = rng.choice(ACTS)
+        v["act"] = act
+        args = _g(pattern)
     elif family == "attr":
         model, field, _, path = rng.choice(facts.fields)
         v.update(model=model, field=field, attr=rng.choice(FIELD_ATTRS))
@@ -844,7 +878,7 @@ def draw_direct(rng: random.Random, family: str, unknown_term: str = "") -> tupl
         if rng.random() < 0.5:
             (a, da), (b, db) = rng.choice(PAIRS)
         else:
-            group = rng.choice((GENERAL, DJANGO, WEB, DATA, TOOLING, PYCODE))
+            group = rng.choice((GENERAL, DJANGO, WEB, DATA, TOOLING, PYCODE, API))
             (a, da), (b, db) = rng.sample(group, 2)
         if rng.random() < 0.5:
             (a, da), (b, db) = (b, db), (a, da)
@@ -872,14 +906,24 @@ _SYLLABLES = (
 )  # fmt: skip
 _NONCE_FORMS = (
     "a {w}", "a {w}", "an {w}", "{w}", "{w}s", "the {w} pattern", "a Python {w}", "{w} in Python",
-    "a {w} function", "an {w} API", "a {w} field", "the {w} middleware",
+    "a {w} function", "an {w} API", "a {w} field", "the {w} middleware", "{w} in django",
+    "the {w} setting", "{w} in a django model", "{w} in drf",
 )  # fmt: skip
 
 
+def _nonce_word(rng: random.Random) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3)))
+
+
 def nonce_topic(rng: random.Random) -> str:
-    word = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3)))
-    if rng.random() < 0.2:  # acronym-like, as ORM or JWT
+    word = _nonce_word(rng)
+    roll = rng.random()
+    if roll < 0.2:  # acronym-like, as ORM or JWT
         word = word[: rng.randint(2, 4)].upper()
+    elif roll < 0.55:  # identifier-like, as auto_now, SECRET_KEY or select_related
+        second = _nonce_word(rng)
+        word = rng.choice((f"{word}_{second}", f"{word}_{second}".upper(),
+                           word.capitalize() + second.capitalize(), f"{word}()"))  # fmt: skip
     text = rng.choice(_NONCE_FORMS).format(w=word)
     if text.startswith(("a ", "an ")):
         noun = text.split(" ", 1)[1]

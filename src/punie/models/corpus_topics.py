@@ -423,6 +423,76 @@ DJANGO: tuple[tuple[str, str], ...] = (
     ),
     ("a fixture file", "a file of data that Django loads into the database, often for tests"),
     ("the messages framework", "the Django feature that shows one-time notices to a user"),
+    (
+        "the Django admin site",
+        "a generated web interface for viewing and editing a project's models",
+    ),
+    ("a Django signal receiver", "a function connected to a signal that runs when it fires"),
+    ("collectstatic", "the Django command that gathers static files into one directory"),
+    ("runserver", "the Django command that starts the development web server"),
+    ("a superuser", "a user with every permission, who can use the whole admin site"),
+    ("a ViewSet action", "one operation of a viewset, such as list, retrieve or create"),
+)
+
+# Django and Python API names, asked about in general: identifiers in a conceptual question.
+API: tuple[tuple[str, str], ...] = (
+    ("get_object_or_404", "a Django shortcut that fetches one object or raises a 404 error"),
+    ("get_or_create", "a QuerySet method that fetches a matching row or creates it"),
+    ("update_or_create", "a QuerySet method that updates a matching row or creates it"),
+    ("bulk_create", "a QuerySet method that inserts many rows in one query"),
+    ("values_list", "a QuerySet method that returns tuples of field values instead of objects"),
+    ("only()", "a QuerySet method that loads only the named fields"),
+    ("annotate()", "a QuerySet method that adds a computed value to every row"),
+    ("aggregate()", "a QuerySet method that reduces rows to summary values such as a sum"),
+    ("exists()", "a QuerySet method that asks the database whether any row matches"),
+    ("transaction.atomic", "Django's way to run a block inside one database transaction"),
+    ("reverse()", "the Django function that builds a URL from a route name"),
+    ("include()", "the Django function that plugs another URL module into a route"),
+    ("as_view()", "the class method that turns a class-based view into a view function"),
+    ("get_queryset", "the view method that returns the rows a view works on"),
+    ("perform_create", "the DRF hook that runs when a viewset saves a new object"),
+    ("serializer_class", "the viewset attribute that names the serializer to use"),
+    ("permission_classes", "the view attribute that lists the permission checks of a view"),
+    ("the @action decorator", "the DRF marker for an extra route on a viewset"),
+    ("@api_view", "the DRF marker that turns a function into an API view"),
+    ("JsonResponse", "a Django response whose body is a dictionary encoded as JSON"),
+    ("HttpResponse", "the basic Django response with a body and a status code"),
+    ("request.POST", "the submitted form fields of a Django request"),
+    ("request.user", "the user a Django request belongs to, or an anonymous user"),
+    (
+        "the DEBUG setting",
+        "the Django setting that shows detailed error pages and must be off in production",
+    ),
+    ("STATIC_ROOT", "the directory collectstatic copies every static file into"),
+    ("MEDIA_ROOT", "the directory where Django stores uploaded files"),
+    ("ROOT_URLCONF", "the setting that names the project's top URL module"),
+    ("AUTH_USER_MODEL", "the setting that names the project's user model"),
+    ("USE_TZ", "the setting that makes Django store datetimes in UTC with time zones"),
+    ("DEFAULT_AUTO_FIELD", "the setting that picks the type of automatic primary keys"),
+    ("the MIDDLEWARE setting", "the ordered list of middleware a Django project runs"),
+    ("the DATABASES setting", "the setting that tells Django which databases to connect to"),
+    ("null=True", "a field option that lets the database store NULL"),
+    ("blank=True", "a field option that lets forms accept an empty value"),
+    ("unique=True", "a field option that makes the database reject duplicate values"),
+    ("db_index=True", "a field option that adds a database index to the column"),
+    ("max_length", "the CharField option that caps the number of characters"),
+    ("choices", "a field option that limits the values to a fixed list"),
+    ("default=", "a field option that gives the value used when none is provided"),
+    ("__init__", "the method that sets up a new instance of a class"),
+    ("__call__", "the method that lets an instance be called like a function"),
+    ("__getattr__", "the method Python calls when normal attribute lookup fails"),
+    ("__enter__ and __exit__", "the methods that make an object usable in a with statement"),
+    ("sys.argv", "the list of command-line arguments a Python script received"),
+    ("os.environ", "the mapping of a process's environment variables in Python"),
+    ("json.loads", "the function that parses a JSON string into Python objects"),
+    ("datetime.timezone.utc", "the UTC time zone object of the datetime module"),
+    ("typing.Optional", "the type hint for a value that may also be None"),
+    ("asyncio.run", "the function that starts an event loop and runs one coroutine to completion"),
+    (
+        "pytest.mark.parametrize",
+        "a pytest marker that runs one test with several sets of arguments",
+    ),
+    ("unittest.mock.patch", "a tool that swaps an object for a mock during a test"),
 )
 
 # Web, HTTP, security and APIs.
@@ -936,6 +1006,30 @@ WHY: tuple[tuple[str, str], ...] = (
         "It couples classes less tightly, so parts can change or be swapped independently.",
     ),
     ("do teams review code", "A second reader catches bugs and shares knowledge of the code."),
+    (
+        "should DEBUG be off in production",
+        "Its error pages show settings and code to anyone who triggers an error.",
+    ),
+    (
+        "does Django need ALLOWED_HOSTS",
+        "It stops attackers from making the site answer for host names it does not own.",
+    ),
+    (
+        "do Django forms need a CSRF token",
+        "Without it another site could make a logged-in browser submit the form.",
+    ),
+    (
+        "does DRF have serializers",
+        "They turn model instances into JSON and validate data coming in.",
+    ),
+    (
+        "would anyone use class-based views",
+        "They reuse behaviour through inheritance and mixins instead of repeating code.",
+    ),
+    (
+        "are Celery tasks retried",
+        "A task that failed on a network error often succeeds a little later.",
+    ),
 )
 
 # "when should i ...?" questions: (clause, answer).

@@ -57,7 +57,10 @@ def call_openings(
         first = next(iter(schema.get("required") or schema.get("properties") or []), None)
         if not first:
             continue
-        call = {"type": "function", "function": {"name": fn["name"], "arguments": {first: "@VALUE@"}}}
+        call = {
+            "type": "function",
+            "function": {"name": fn["name"], "arguments": {first: "@VALUE@"}},
+        }
         messages = [{"role": "user", "content": "x"},
                     {"role": "assistant", "content": "", "tool_calls": [call]}]  # fmt: skip
         text = render(messages, tools)
