@@ -6,6 +6,7 @@ the text that repeats in every example (instructions, tool schemas) becomes a fe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,19 @@ from punie.models.tokenizer import (
 from punie.params import ModelShape, Params
 
 
-def render(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
-    """`messages` rendered with the chat template, as the model will see them."""
+@functools.cache
+def _scaffold() -> Any:
+    """Rendering needs a tokenizer object; any will do, the text does not depend on it."""
     from transformers import PreTrainedTokenizerFast
 
-    # Rendering needs a tokenizer object; any will do, the text does not depend on it.
-    scaffold = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=train_tokenizer(["scaffold"], 300), chat_template=CHAT_TEMPLATE
     )
-    return str(scaffold.apply_chat_template(messages, tools=tools, tokenize=False))
+
+
+def render(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
+    """`messages` rendered with the chat template, as the model will see them."""
+    return str(_scaffold().apply_chat_template(messages, tools=tools, tokenize=False))
 
 
 def corpus_texts(corpus_dir: Path = paths.CORPUS, limit: int = 800) -> list[str]:
