@@ -425,6 +425,8 @@ DIRECT_FAMILIES: dict[str, Family] = {
         "in a few words, what is {t}", "quick definition of {t}", "{t} explained",
         "explain the concept of {t}", "how would you explain {t} to a junior developer",
         "what's the idea behind {t}", "why does {t} exist", "is {t} a good idea",
+        "what is the purpose of {t}", "what's the purpose of {t}", "what is the use of {t}",
+        "why is {t} useful", "what does {t} stand for", "how would i use {t}",
     )),
     "concept_ctx": Family(None, "question", 0.14, (
         "what is {t} in {ctx}", "how does {t} work in {ctx}", "explain {t} in {ctx}",
