@@ -417,7 +417,7 @@ def build_corpus(params: Params, out_dir: Path = paths.CORPUS) -> dict[str, int]
     # with long tool outputs are dropped, hence the margin).
     rows_per_spec = 1 + sizes.tool_share * sizes.answer_share
     specs = make_specs(
-        int(total / rows_per_spec) + 80,
+        int(total / rows_per_spec * 1.03) + 80,
         workspace_facts(ws.root),
         seed,
         never_trained(params),
