@@ -127,6 +127,23 @@ def test_every_listed_dep_exists_or_is_built_by_a_stage(stage: str) -> None:
     assert [d for d in deps if d not in OUTPUTS and not (ROOT / d).exists()] == []
 
 
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_every_listed_param_is_in_params_yaml(stage: str) -> None:
+    """DVC refuses to run a stage whose params are missing from params.yaml."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def present(key: str) -> bool:
+        node: object = params
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    keys = [k for k in STAGES[stage].get("params", []) if isinstance(k, str)]
+    assert [k for k in keys if not present(k)] == []
+
+
 def test_the_closure_follows_lazy_imports_and_modules_run_as_scripts() -> None:
     """The test itself: a stage that imports inside a function and starts a probe with
     `python -m` still has both in its code."""
