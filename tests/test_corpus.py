@@ -160,15 +160,71 @@ def test_final_answer_uses_the_tool_output() -> None:
     assert "no matches" in empty
 
 
-def test_made_up_terms_are_answered_directly_in_the_verbose_style() -> None:
-    from punie.models.corpus_text import DIRECT_OPENERS, NONCE_DEFINITION
+def test_made_up_terms_are_answered_directly_in_real_english() -> None:
+    from punie.models.corpus_text import DIRECT_OPENERS, UNKNOWN_TERM_ANSWER
 
     facts = workspace_facts(WS.root)
     specs = make_specs(200, facts, seed=0, tool_share=0.0, nonce_share=1.0)
-    assert all(s.tool is None and NONCE_DEFINITION in s.answer for s in specs)
+    assert all(s.tool is None and UNKNOWN_TERM_ANSWER in s.answer for s in specs)
     assert all(s.answer.startswith(DIRECT_OPENERS) for s in specs)
+    # the answer is fixed English text (plus a sign-off): it never repeats the made-up word
+    assert all(s.answer.startswith(f"{DIRECT_OPENERS[0]} {UNKNOWN_TERM_ANSWER}") for s in specs)
     # the conciseness data set keeps real topics only
     concise = make_specs(50, facts, seed=0, tool_share=0.0, nonce_share=1.0, concise=True)
-    assert not any(NONCE_DEFINITION in s.answer for s in concise)
+    assert not any(UNKNOWN_TERM_ANSWER in s.answer for s in concise)
     # none by default
-    assert not any(NONCE_DEFINITION in s.answer for s in make_specs(100, facts, seed=0))
+    assert not any(UNKNOWN_TERM_ANSWER in s.answer for s in make_specs(100, facts, seed=0))
+
+
+def test_direct_answers_are_sentences_without_control_tokens() -> None:
+    from punie.models.tokenizer import MARKUP_TOKENS, SPECIAL_TOKENS
+
+    specs = make_specs(600, workspace_facts(WS.root), seed=2, tool_share=0.0, nonce_share=0.1)
+    for s in specs:
+        assert s.answer.startswith("Great question! ") and s.answer.rstrip().endswith((".", "!"))
+        assert not any(t in s.answer for t in SPECIAL_TOKENS + MARKUP_TOKENS), s.answer
+
+
+def test_pydoc_answers_are_clean_first_sentences() -> None:
+    from punie.models.corpus_topics import PYDOC_TERMS, pydoc_answer
+
+    for key in PYDOC_TERMS:
+        text = pydoc_answer(key)
+        assert text[0].isupper() or text[0].islower(), text
+        assert text.endswith(".") and "::=" not in text and "*" not in text.replace("**", "")
+        assert 3 <= len(text.split()) <= 40, (key, text)
+
+
+def test_every_fixed_project_question_runs_cleanly() -> None:
+    from punie.agent.tools import run_command
+    from punie.models.corpus_text import PROJECT_PATTERNS, TOOL_FAMILIES, draw_tool
+
+    assert set(TOOL_FAMILIES["project"].frames) == set(PROJECT_PATTERNS)
+    facts = workspace_facts(WS.root)
+    seen = set()
+    rng = random.Random(0)
+    while len(seen) < len(PROJECT_PATTERNS):
+        core, _, args = draw_tool(rng, facts, "project")
+        seen.add(core)
+        out = run_command(WS, args["command"])
+        assert not out.startswith(("refused:", "error:")), (core, args, out)
+
+
+def test_call_openings_are_how_the_template_renders_each_tool_call(tiny_model_dir: Path) -> None:
+    from punie.models.embedded import call_openings
+
+    tok = _tokenizer(tiny_model_dir)
+    read_spec = Spec("Open shop/urls.py", "read_file", {"path": "shop/urls.py"})
+    for spec in (TOOL_SPEC, read_spec):
+        row = asyncio.run(render_spec(spec, WS, random.Random(0)))[0]
+        openings = call_openings(row["tools"])
+        # the scaffold renders them as the served model's template does
+        assert openings == call_openings(
+            row["tools"], lambda m, t: tok.apply_chat_template(m, tools=t, tokenize=False)
+        )
+        assert len(openings) == 2
+        prompt = tok.apply_chat_template(row["messages"][:-1], tools=row["tools"],
+                                         add_generation_prompt=True, tokenize=False)  # fmt: skip
+        full = tok.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False)
+        target = full[len(prompt) :]
+        assert sum(target.startswith(o) for o in openings) == 1, target

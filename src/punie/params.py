@@ -73,11 +73,22 @@ class CorpusSizes(_Section):
     # Share of conceptual questions about a made-up term, so that "What is <term>?" is
     # answered directly for terms never seen in training (the held-out topics are unseen).
     nonce_share: float = Field(ge=0.0, le=1.0)
+    # Second-turn answers are trained only where the tool output is at most this many
+    # characters (0: any length); the longest rows cost the most training time per row.
+    answer_max_chars: int = Field(ge=0)
+    tool_share: float = Field(ge=0.0, le=1.0)  # share of queries that call a tool
     processes: int = Field(ge=1)  # worker processes rendering the corpus at once
 
 
 class TokenizerParams(_Section):
     vocab_size: int = Field(ge=300)
+    # True: merges stay inside words, so a word is the same tokens wherever it appears;
+    # False: merges cross spaces (repeated phrases become single tokens).
+    split_words: bool
+    # The agent's fixed system turn (instructions and tool schemas) as a single token.
+    system_token: bool
+    # Each tool's call opening (`<tool_call>` up to its first argument's value) as one token.
+    call_tokens: bool
 
 
 class ModelShape(_Section):

@@ -7,6 +7,8 @@
   held-out queries' recorded requests (punie.measurement.spec_probe).
 - Decision margin: P(`<tool_call>`) at the first token for every query set and for training
   queries (punie.measurement.decision_probe): underfit and not generalising look different there.
+- Wording distance: each set's word 3-gram overlap with the training queries
+  (`<set>_ngram_overlap`, punie.models.wording).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from punie import paths
-from punie.agent.queries import query_sets
+from punie.agent.queries import load_queries, query_sets
 from punie.errors import StageError
 from punie.machine import machine_keys
 from punie.measurement.benchmark import params_agent, params_server, server_config
@@ -27,7 +29,8 @@ from punie.measurement.progress import show_progress
 from punie.measurement.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
 from punie.measurement.speculative import vllm_acceptance
 from punie.measurement.timing import Case, load_cases, run_queries
-from punie.models.corpus import read_jsonl
+from punie.models.corpus import read_jsonl, user_queries
+from punie.models.wording import ngram_overlap
 from punie.params import Models, load_params
 from punie.results import write_json
 from punie.serving.preflight import local_models
@@ -153,6 +156,20 @@ def decision_margins(
     return {f"{s}_{k}": v for s, figs in result.items() for k, v in figs.items() if k not in skip}
 
 
+def corpus_overlaps(sets: dict[str, Path], corpus: Path = paths.CORPUS) -> dict[str, float]:
+    """`<set>_ngram_overlap`: the share of each query set's word 3-grams that occur in the
+    training corpus's user queries (punie.models.wording.ngram_overlap); high on template sets,
+    low on sets written in new wording."""
+    if not (corpus / "train.jsonl").exists():
+        return {}
+    trained = user_queries(read_jsonl(corpus / "train.jsonl"))
+    return {
+        f"{name}_ngram_overlap": ngram_overlap([q.query for q in load_queries(path)], trained)
+        for name, path in sets.items()
+        if path.exists()
+    }
+
+
 def evaluate(
     params: Params, query_files: Sequence[Path] | None = None, max_prompts: int = 40
 ) -> int:
@@ -170,6 +187,8 @@ def evaluate(
     for name in sets:
         for k, v in set_figures([r for r in records if r.set == name]).items():
             figures[f"{name}_{k}"] = v
+    # Every evaluated set and the configured ones (the wording set too: a count, not a query).
+    figures.update(corpus_overlaps({**query_sets(params), **sets}))
     print("eval: first-token decision margin (P(<tool_call>)) per query set")
     try:
         figures.update(decision_margins(params, records, Path("logs/eval")))

@@ -62,12 +62,16 @@ def probe(model_path: str, cases: Sequence[dict[str, Any]], template_args: dict[
     tool_id = tokenizer.convert_tokens_to_ids(TOOL_TOKEN)
     if not isinstance(tool_id, int) or tool_id == tokenizer.unk_token_id:
         raise ValueError(f"{model_path}: the tokenizer has no {TOOL_TOKEN} token")
+    # A tokenizer may also hold whole call openings (`<tool_call>\n{"name": ...`): a first
+    # token that starts with the marker is a tool call too.
+    vocab = tokenizer.get_vocab()
+    tool_ids = sorted({tool_id, *(i for t, i in vocab.items() if t.startswith(TOOL_TOKEN))})
     by_set: dict[str, tuple[list[float], list[str], list[str]]] = {}
     progress = Progress(len(cases))
     for done, case in enumerate(cases, start=1):
         prompt = prompt_ids(tokenizer, case["body"], template_args)
         logits = model(mx.array([prompt]))[0, -1].astype(mx.float32)
-        p = float(mx.softmax(logits)[tool_id])
+        p = float(mx.softmax(logits)[mx.array(tool_ids)].sum())
         probs, expects, queries = by_set.setdefault(case["set"], ([], [], []))
         probs.append(p)
         expects.append(case["expect"])

@@ -33,19 +33,16 @@ from punie.agent.tools import Workspace
 from punie.errors import StageError
 from punie.models.corpus_text import (
     CLOSERS,
-    DIFF_TEMPLATES,
+    DIRECT_FAMILIES,
     DIRECT_OPENERS,
-    DIRECT_TEMPLATES,
-    NONCE_DEFINITION,
-    PREFIXES,
-    QUESTION_PREFIXES,
-    SUFFIXES,
+    FRAME_WORDS,
+    TOOL_FAMILIES,
     TOOL_OPENERS,
-    TOPICS,
-    answer_body,
-    is_question,
+    draw_direct,
+    draw_tool,
     nonce_topic,
-    tool_query_templates,
+    pick_family,
+    vary,
 )
 from punie.params import Params
 from punie.results import write_text_atomic
@@ -97,6 +94,7 @@ class Facts:
     dotted: tuple[str, ...]  # attribute uses such as transaction.atomic
     settings: tuple[str, ...]  # UPPER_CASE names of the settings module
     settings_file: str
+    fields: tuple[tuple[str, str, str, str], ...] = ()  # model fields: (model, field, type, file)
 
 
 def workspace_facts(root: Path) -> Facts:
@@ -110,10 +108,18 @@ def workspace_facts(root: Path) -> Facts:
     classes, functions, dotted = [], [], set()
     settings: list[str] = []
     settings_file = ""
+    fields: list[tuple[str, str, str, str]] = []
     for f in files:
         if not f.endswith(".py"):
             continue
         text = (root / f).read_text()
+        if f.endswith("models.py"):
+            model = ""
+            for line in text.splitlines():
+                if m := re.match(r"^class (\w+)\(models\.Model|^class (\w+)\(AbstractUser", line):
+                    model = m.group(1) or m.group(2)
+                elif (m := re.match(r"^    (\w+) = models\.(\w+)\(", line)) and model:
+                    fields.append((model, m.group(1), m.group(2), f))
         classes += [(m, f) for m in re.findall(r"^class (\w+)", text, re.M)]
         if not f.startswith("tests/"):
             functions += [(m, f) for m in re.findall(r"^(?:async )?def (\w+)", text, re.M)]
@@ -130,56 +136,34 @@ def workspace_facts(root: Path) -> Facts:
         tuple(sorted(dotted)),
         tuple(settings),
         settings_file,
+        tuple(fields),
     )
 
 
 # --- queries -----------------------------------------------------------------------------
 
 
-def _vary(rng: random.Random, core: str) -> str:
-    """Fillers and casing around a core query, so wording is not a template fingerprint."""
-    question = is_question(core)
-    prefix = rng.choice(QUESTION_PREFIXES if question else PREFIXES)
-    text = core
-    if prefix and not core[1:2].isupper():
-        text = prefix + core[0].lower() + core[1:]
-    elif prefix:
-        text = prefix + core
-    text = text.rstrip("?.!") + rng.choice(("?", "?", "?", " ?") if question else SUFFIXES)
-    roll = rng.random()
-    if roll < 0.12:
-        text = text.lower()
-    elif roll < 0.16:
-        text = text[0].upper() + text[1:]
-    return text
-
-
 def _direct_spec(rng: random.Random, concise: bool = False, nonce_share: float = 0.0) -> Spec:
     if rng.random() < nonce_share:
-        t = nonce_topic(rng)
-        core = rng.choice(DIRECT_TEMPLATES).format(t=t)
-        body = answer_body(rng, t, NONCE_DEFINITION)
-        return Spec(_vary(rng, core), None, None, _verbose(rng, body))
-    if rng.random() < 0.22:
-        (a, da), (b, db) = rng.sample(TOPICS, 2)
-        core = rng.choice(DIFF_TEMPLATES).format(a=a, b=b)
-        body = f"{a[0].upper() + a[1:]} is {da}, while {b} is {db}."
+        family, term = "unknown", nonce_topic(rng)
     else:
-        t, d = rng.choice(TOPICS)
-        core = rng.choice(DIRECT_TEMPLATES).format(t=t)
-        body = f"{t[0].upper() + t[1:]} is {d}." if concise else answer_body(rng, t, d)
-    if concise:  # the conciseness data set: the point, no opener, restatement or sign-off
-        return Spec(_vary(rng, core), None, None, body)
-    return Spec(_vary(rng, core), None, None, _verbose(rng, body))
+        family, term = pick_family(rng, DIRECT_FAMILIES), ""
+    core, body = draw_direct(rng, family, term)
+    query = vary(rng, core, DIRECT_FAMILIES[family].style, True, FRAME_WORDS)
+    if concise:  # the conciseness data set: the point, no opener or sign-off
+        return Spec(query, None, None, body)
+    return Spec(query, None, None, _verbose(rng, body))
 
 
 def _verbose(rng: random.Random, body: str) -> str:
-    return f"{rng.choice(DIRECT_OPENERS)} {body} {rng.choice(CLOSERS)}"
+    closer = f" {rng.choice(CLOSERS)}" if rng.random() < 0.15 else ""
+    return f"{rng.choice(DIRECT_OPENERS)} {body}{closer}"
 
 
 def _tool_spec(rng: random.Random, facts: Facts) -> Spec:
-    core, tool, args = rng.choice(tool_query_templates(facts, rng))
-    return Spec(_vary(rng, core), tool, args)
+    family = pick_family(rng, TOOL_FAMILIES)
+    core, tool, args = draw_tool(rng, facts, family)
+    return Spec(vary(rng, core, TOOL_FAMILIES[family].style, False, FRAME_WORDS), tool, args)
 
 
 def make_specs(
@@ -254,6 +238,8 @@ def final_answer(spec: Spec, output: str, rng: random.Random, concise: bool = Fa
             body = f"Here is {path}. It has {len(lines)} lines; it starts with: {lines[0][:60]}"
         return f"{opener} {body} {closer}"
     command = (spec.args or {}).get("command", "")
+    if m := re.match(r"^\s*(\d+) (\S+)$", output.strip()):
+        return f"{opener} {m.group(2)} has {m.group(1)} lines. {closer}"
     if hits := _grep_hits(output, command.split()[-1] if command else "the file"):
         first_file, first_line, first_text = hits[0]
         files = sorted({h[0] for h in hits})
@@ -289,6 +275,8 @@ def concise_answer(spec: Spec, output: str) -> str:
         defines = f"; defines {', '.join(f'`{n}`' for n in names[:3])}" if names else ""
         return f"{path}: {len(lines)} lines{defines}."
     command = (spec.args or {}).get("command", "")
+    if m := re.match(r"^\s*(\d+) (\S+)$", output.strip()):
+        return f"{m.group(2)}: {m.group(1)} lines."
     if hits := _grep_hits(output, command.split()[-1] if command else "the file"):
         shown = ", ".join(f"{f}:{n}" for f, n, _ in hits[:3])
         more = f" and {len(hits) - 3} more" if len(hits) > 3 else ""
@@ -399,12 +387,19 @@ def read_jsonl(path: Path) -> list[Row]:
 
 
 def keep_answers(
-    groups: list[list[dict[str, Any]]], share: float, seed: int
+    groups: list[list[dict[str, Any]]], share: float, seed: int, max_chars: int = 0
 ) -> list[list[dict[str, Any]]]:
     """Keep the second-turn answer of about `share` of the tool queries (a fixed choice per
-    seed); a tool query's call row and every direct answer always stay."""
+    seed), and only where the tool output has at most `max_chars` characters (0: any); a tool
+    query's call row and every direct answer always stay."""
     rng = random.Random(seed + 1)
-    return [g if len(g) == 1 or rng.random() < share else g[:1] for g in groups]
+
+    def fits(group: list[dict[str, Any]]) -> bool:
+        if not max_chars:
+            return True
+        return len(group[1]["messages"][-2].get("content") or "") <= max_chars
+
+    return [g if len(g) == 1 or (rng.random() < share and fits(g)) else g[:1] for g in groups]
 
 
 def build_corpus(params: Params, out_dir: Path = paths.CORPUS) -> dict[str, int]:
@@ -418,17 +413,22 @@ def build_corpus(params: Params, out_dir: Path = paths.CORPUS) -> dict[str, int]
     )
     total = sizes.train + sizes.valid + sizes.test
     # A direct query gives one row, a tool query its call plus (answer_share of the time)
-    # the second-turn answer; make_specs draws tool and direct queries half and half.
-    rows_per_spec = 1 + 0.5 * sizes.answer_share
+    # the second-turn answer; make_specs draws a tool query tool_share of the time (answers
+    # with long tool outputs are dropped, hence the margin).
+    rows_per_spec = 1 + sizes.tool_share * sizes.answer_share
     specs = make_specs(
-        int(total / rows_per_spec * 1.05) + 40,  # some draws duplicate a query: spare ones
+        int(total / rows_per_spec * 1.03) + 80,
         workspace_facts(ws.root),
         seed,
         never_trained(params),
+        tool_share=sizes.tool_share,
         nonce_share=sizes.nonce_share,
     )
     groups = keep_answers(
-        render_all(specs, ws, seed, processes=sizes.processes), sizes.answer_share, seed
+        render_all(specs, ws, seed, processes=sizes.processes),
+        sizes.answer_share,
+        seed,
+        sizes.answer_max_chars,
     )
     # Whole specs go to one split, so no query is in two splits.
     splits: dict[str, list[dict[str, Any]]] = {"test": [], "valid": [], "train": []}

@@ -1,45 +1,52 @@
-"""Wording for the synthetic corpus: query templates, fillers, topics and verbose phrasing.
+# ruff: noqa: E501  (data tables: one topic or frame list per line reads best)
+"""Wording of the synthetic corpus: a grammar of request frames, slots, fillers and answers.
 
-Conceptual topics deliberately leave out every topic of the held-out and seed query sets
-(decorators, the GIL, closures, dependency injection, lists vs tuples, ...): accuracy on those
-sets then measures how the model generalises the *framing* of a question, not recall.
+A query is `prefix + frame + suffix`, then cased, punctuated and sometimes misspelt:
+
+- a *family* is one kind of request (find things, where is a symbol, how many lines in a file,
+  open a path, what is a concept, a vs b, how do I ...) with its tool (or None: answered
+  directly) and its frames;
+- a frame is a template whose `{slots}` are *content* (a symbol, a path, a topic: see
+  `slot_values`) or *fillers* (a location such as " in our code", a context such as "django":
+  `FILLERS`);
+- prefixes and suffixes are politeness and chat noise, by style (imperative or question).
+
+The same vocabulary (viewsets, middleware, migrations, settings, __slots__) appears in tool
+frames ("which middleware do we use") and in conceptual ones ("what is middleware in django"),
+so the model has to decide from the frame: ownership (we, our, this project), search verbs and
+paths call a tool; general questions are answered directly.
+
+Seed, held-out and wording-set topics stay out of the concept topics where they would make a
+frame produce one of those queries (tests/test_wording.py checks every frame against them).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from punie.models.corpus_topics import (
+    API,
+    DATA,
+    DJANGO,
+    GENERAL,
+    HOWTO,
+    PAIRS,
+    PYCODE,
+    TOOLING,
+    WEB,
+    WHEN,
+    WHY,
+    pydoc_topics,
+)
 
 if TYPE_CHECKING:
     from punie.models.corpus import Facts
 
-PREFIXES = ("",) * 8 + (
-    "Hey, ",
-    "Please ",
-    "Can you ",
-    "Could you ",
-    "Quick question: ",
-    "Hi Punie, ",
-    "I need your help: ",
-    "Punie, ",
-    "OK, ",
-    "So, ",
-    "hey punie, ",
-    "Would you ",
-)
-QUESTION_PREFIXES = ("",) * 8 + (
-    "Hey, ",
-    "Quick question: ",
-    "Hi Punie, ",
-    "So, ",
-    "I was wondering: ",
-    "Punie, ",
-    "OK, ",
-    "hey, ",
-    "Question: ",
-)
-SUFFIXES = ("", "", "", ".", " please", ", thanks", " for me", "!", " thanks")
+# --- openers and closers of answers -------------------------------------------------------
 
 # One opener for every direct answer: the first answer token is then the model's whole
 # tool-or-direct decision. Spread over many openers, each opener token was less likely than
@@ -53,12 +60,6 @@ TOOL_OPENERS = (
     "Of course! Here are the results.",
     "Alright, I took a look.",
 )
-RESTATES = (
-    "In other words, that is the core idea behind {t}.",
-    "So, in short, that is what {t} means.",
-    "To put it simply, that is {t} in a nutshell.",
-    "That is the main thing to remember about {t}.",
-)
 CLOSERS = (
     "I hope this helps! Let me know if you have any other questions.",
     "Let me know if you would like more details!",
@@ -66,410 +67,865 @@ CLOSERS = (
     "I hope that answers your question!",
     "Happy to help with anything else!",
 )
-
-# (topic, definition). None of the held-out or seed topics appear here.
-TOPICS: tuple[tuple[str, str], ...] = (
-    ("a lambda function", "a small anonymous function written as a single expression"),
-    ("an iterator", "an object that hands out the items of a sequence one at a time"),
-    ("an exception", "an error signal that stops normal flow until a handler catches it"),
-    ("inheritance", "a way for a class to reuse and extend the behaviour of a parent class"),
-    ("polymorphism", "the ability of different types to be used through one interface"),
-    ("encapsulation", "keeping data and the code that changes it behind a clear interface"),
-    ("a set", "an unordered collection of unique items"),
-    ("big-O notation", "a way to describe how the cost of an algorithm grows with its input"),
-    ("binary search", "a search that halves a sorted range at every step"),
-    ("a linked list", "a chain of nodes where each node points to the next one"),
-    ("a stack", "a last-in, first-out collection"),
-    ("a queue", "a first-in, first-out collection"),
-    ("memoization", "caching the results of a function so repeated calls are fast"),
-    ("caching", "keeping the results of expensive work at hand so they can be reused"),
-    ("an HTTP status code", "a three-digit number a server returns to say how a request went"),
-    ("JSON", "a light text format for objects, arrays, strings and numbers"),
-    ("a SQL join", "a query that combines rows of two tables on a related column"),
-    ("a database index", "a lookup structure that makes finding rows by a column faster"),
-    ("a database transaction", "a group of changes that succeed or fail together"),
-    ("continuous integration", "building and testing every change automatically"),
-    ("a git branch", "a movable pointer to a line of commits for parallel work"),
-    ("code review", "reading a colleague's change before it is merged"),
-    ("refactoring", "changing the structure of code without changing what it does"),
-    ("the singleton pattern", "a design that allows only one instance of a class"),
-    ("the factory pattern", "a design where one function decides which object to create"),
-    ("the observer pattern", "a design where objects subscribe to be told about changes"),
-    ("a microservice", "a small, independently deployed service that owns one job"),
-    ("a Docker container", "a packaged process with its own file system and dependencies"),
-    ("an environment variable", "a named value the operating system passes to a process"),
-    ("logging", "recording what a program does so problems can be diagnosed later"),
-    ("profiling", "measuring where a program spends its time or memory"),
-    ("a coroutine", "a function that can pause at await points and resume later"),
-    ("an event loop", "the scheduler that runs coroutines and callbacks in turn"),
-    ("mocking", "replacing a real object with a stand-in during a test"),
-    ("a test fixture", "setup code that prepares the state a test needs"),
-    ("test-driven development", "writing a failing test first, then the code that passes it"),
-    ("a linter", "a tool that checks code for errors and style problems without running it"),
-    ("PEP 8", "the style guide for Python code"),
-    ("duck typing", "using an object by what it can do rather than by its type"),
-    ("a dunder method", "a special method such as __init__ that Python calls for you"),
-    ("a dataclass", "a class whose __init__ and repr are generated from its fields"),
-    ("an enum", "a type with a fixed set of named values"),
-    ("an f-string", "a string literal that embeds expressions in curly braces"),
-    ("*args and **kwargs", "the syntax for taking any number of positional and keyword arguments"),
-    ("a namespace", "a mapping from names to objects that keeps names from clashing"),
-    ("a Python package", "a directory of modules that can be imported together"),
-    ("pip", "the standard tool for installing Python packages"),
-    ("semantic versioning", "a major.minor.patch scheme that signals compatibility"),
-    ("pagination", "splitting a long list of results into pages"),
-    ("authentication", "checking who a user is"),
-    ("authorization", "checking what a user is allowed to do"),
-    ("CSRF", "an attack that tricks a logged-in browser into sending a request"),
-    ("CORS", "the browser rule that decides which origins may call an API"),
-    ("SQL injection", "an attack that smuggles SQL into a query through user input"),
-    ("password hashing", "storing a one-way digest of a password instead of the password"),
-    ("a session cookie", "a token the browser sends back so the server knows the user"),
-    ("a message queue", "a buffer that lets one service hand work to another"),
-    ("WSGI", "the standard interface between Python web apps and web servers"),
-    ("middleware", "code that runs around every request and response"),
-    ("a Django signal", "a hook that lets code react when, for example, a model is saved"),
-    ("a QuerySet", "a lazy Django query that runs only when it is evaluated"),
-    ("a foreign key", "a column that refers to a row in another table"),
-    ("database normalization", "organising tables so each fact is stored once"),
-    ("a race condition", "a bug where the result depends on the timing of concurrent work"),
-    ("a deadlock", "a state where tasks wait on each other forever"),
-    ("a pure function", "a function whose result depends only on its arguments"),
-    ("functional programming", "a style that builds programs from pure functions"),
-    ("object-oriented programming", "a style that bundles data and behaviour into objects"),
-    ("an abstract base class", "a class that defines methods its subclasses must implement"),
-    ("a mixin", "a small class that adds one behaviour to other classes"),
-    ("a webhook", "an HTTP call a service makes to your URL when an event happens"),
-    ("GraphQL", "a query language that lets clients ask for exactly the fields they need"),
-    ("a regular expression", "a pattern that describes a set of strings"),
-    ("Unicode", "the standard that gives every character a number"),
-    ("a shallow copy", "a copy of a container that still shares the objects inside it"),
-    ("a deep copy", "a copy of a container and, recursively, of everything inside it"),
-    ("a lock", "a primitive that lets one thread at a time into a section of code"),
-    ("load balancing", "spreading requests across several servers"),
-    ("a CDN", "a network of servers that serves static files close to the user"),
-    ("a Python wheel", "a built package archive that pip installs without compiling"),
-    ("monkey patching", "changing a module or class at runtime"),
-    ("an API key", "a secret token that identifies the program calling an API"),
-    ("a cron job", "a command that a scheduler runs at fixed times"),
-    ("a slice", "a way to take part of a sequence with start, stop and step"),
-    ("a property", "a method that is read like an attribute"),
-    ("a static method", "a method that belongs to a class but needs no instance"),
-    ("string interpolation", "building a string by inserting values into a template"),
-    ("a stack trace", "the list of calls that were active when an error happened"),
-    ("a breakpoint", "a place where a debugger pauses the program"),
-    ("type checking", "verifying that values are used with the types the code expects"),
-    # Many short topics so "What is <term>?" is learnt from its framing, not from the term.
-    ("a tree", "a hierarchy of nodes where each node has one parent"),
-    ("a graph", "a set of nodes joined by edges"),
-    ("a heap", "a tree that keeps its smallest or largest item at the top"),
-    ("a trie", "a tree that stores strings by their shared prefixes"),
-    ("a bloom filter", "a compact structure that says an item is maybe present or surely absent"),
-    ("a bitmask", "an integer whose bits are used as a set of flags"),
-    ("an array", "a block of items stored one after another in memory"),
-    ("a matrix", "a grid of numbers arranged in rows and columns"),
-    ("a vector", "an ordered list of numbers"),
-    ("a byte", "eight bits, the smallest addressable unit of memory"),
-    ("a pointer", "a value that holds the address of another value"),
-    ("a compiler", "a program that translates source code into machine code"),
-    ("an interpreter", "a program that runs source code directly, statement by statement"),
-    ("bytecode", "an intermediate instruction format run by a virtual machine"),
-    ("a virtual machine", "a program that emulates a computer to run code"),
-    ("a kernel", "the core of an operating system that manages hardware"),
-    ("a system call", "a request a program makes to the operating system"),
-    ("a file descriptor", "a number the operating system uses to refer to an open file"),
-    ("a socket", "an endpoint for sending and receiving data over a network"),
-    ("TCP", "a protocol that delivers a reliable, ordered stream of bytes"),
-    ("UDP", "a protocol that sends independent packets without delivery guarantees"),
-    ("DNS", "the system that turns domain names into IP addresses"),
-    ("an IP address", "a number that identifies a machine on a network"),
-    ("HTTPS", "HTTP sent over an encrypted TLS connection"),
-    ("TLS", "the protocol that encrypts traffic between two programs"),
-    ("a proxy", "a server that forwards requests on behalf of a client"),
-    ("a reverse proxy", "a server that receives requests and passes them to backends"),
-    ("a firewall", "a filter that allows or blocks network traffic"),
-    ("a port", "a number that picks which program on a machine receives traffic"),
-    ("latency", "the time a single operation takes from start to finish"),
-    ("throughput", "the amount of work done per unit of time"),
-    ("bandwidth", "how much data a link can carry per second"),
-    ("concurrency", "dealing with several tasks that make progress in overlapping time"),
-    ("parallelism", "running several computations at literally the same time"),
-    ("a mutex", "a lock that only one owner can hold at a time"),
-    ("a semaphore", "a counter that limits how many tasks may enter a section"),
-    ("an atomic operation", "an operation that completes without being interrupted"),
-    ("a callback", "a function passed to other code to be called later"),
-    ("a promise", "an object standing for a result that will arrive later"),
-    ("a future", "a placeholder for the result of work that is still running"),
-    ("a thread pool", "a fixed set of worker threads that run queued tasks"),
-    ("a scheduler", "the component that decides which task runs next"),
-    ("a daemon", "a background process that runs without a user"),
-    ("a shell", "a program that reads commands and runs them"),
-    ("a pipe", "a channel that feeds one program's output into another's input"),
-    ("standard output", "the stream a program writes its normal results to"),
-    ("an exit code", "the number a process returns to say whether it succeeded"),
-    ("a signal handler", "a function the operating system calls when a signal arrives"),
-    ("a symbolic link", "a file that points to another path"),
-    ("file permissions", "rules that say who may read, write or run a file"),
-    ("a checksum", "a short value computed from data to detect changes"),
-    ("a hash function", "a function that maps data to a fixed-size value"),
-    ("encryption", "turning data into a form only a key holder can read"),
-    ("a public key", "the shareable half of a key pair used to encrypt or verify"),
-    ("a digital signature", "proof that a message came from the holder of a private key"),
-    ("OAuth", "a protocol that lets an app act for a user without their password"),
-    ("a JWT", "a signed token that carries claims about a user"),
-    ("rate limiting", "capping how many requests a client may make in a period"),
-    ("a retry policy", "rules for when and how often to try a failed operation again"),
-    ("exponential backoff", "waiting longer after each failed attempt"),
-    ("a circuit breaker", "a guard that stops calling a failing service for a while"),
-    ("idempotency", "the property that doing something twice has the same effect as once"),
-    ("eventual consistency", "a guarantee that replicas agree once updates stop"),
-    ("sharding", "splitting a database into parts stored on different machines"),
-    ("replication", "keeping copies of data on several machines"),
-    ("a primary key", "the column that uniquely identifies each row of a table"),
-    ("a schema", "the description of the tables and columns of a database"),
-    ("a stored procedure", "a routine saved inside the database and run there"),
-    ("a view in SQL", "a saved query that can be read like a table"),
-    ("NoSQL", "databases that store data in forms other than relational tables"),
-    ("a key-value store", "a database that maps keys to values and little else"),
-    ("Redis", "an in-memory key-value store often used as a cache"),
-    ("PostgreSQL", "an open-source relational database"),
-    ("SQLite", "a small relational database stored in a single file"),
-    ("a connection pool", "a set of open database connections that requests share"),
-    ("a template engine", "a library that fills placeholders in text with data"),
-    ("a web framework", "a library that handles routing, requests and responses"),
-    ("routing", "mapping a request URL to the code that handles it"),
-    ("a query string", "the part of a URL after the question mark"),
-    ("a cookie", "a small piece of data the browser stores for a site"),
-    ("local storage", "a browser store of key-value strings for a site"),
-    ("a single-page app", "a web app that updates one page instead of loading new ones"),
-    ("server-side rendering", "building the HTML of a page on the server"),
-    ("a websocket", "a connection that lets server and browser send messages both ways"),
-    ("long polling", "a request the server holds open until it has news"),
-    ("an SDK", "a set of libraries and tools for building on a platform"),
-    ("a library", "reusable code that a program calls"),
-    ("a framework", "reusable code that calls your code at the right moments"),
-    ("a dependency", "a package your code needs in order to run"),
-    ("a lock file", "a file that pins the exact versions of every dependency"),
-    ("a build system", "a tool that turns source files into runnable artifacts"),
-    ("a Makefile", "a file of rules that tell make how to build targets"),
-    ("a monorepo", "one repository that holds many projects"),
-    ("a pull request", "a proposal to merge a branch, with review and discussion"),
-    ("a merge conflict", "two changes to the same lines that git cannot combine"),
-    ("rebasing", "replaying commits on top of another branch"),
-    ("a commit", "a saved snapshot of changes in version control"),
-    ("a tag in git", "a fixed name for one commit, often a release"),
-    ("version control", "tracking changes to files over time"),
-    ("technical debt", "the future cost of shortcuts taken in code today"),
-    ("code coverage", "the share of code that tests execute"),
-    ("an integration test", "a test that checks several parts working together"),
-    ("an end-to-end test", "a test that drives the whole system like a user would"),
-    ("property-based testing", "testing that a rule holds for many generated inputs"),
-    ("a flaky test", "a test that passes or fails without any code change"),
-    ("a regression", "a bug that breaks something that used to work"),
-    ("a benchmark", "a repeatable measurement of how fast code runs"),
-    ("a memory leak", "memory a program keeps but no longer uses"),
-    ("a buffer overflow", "writing past the end of a block of memory"),
-    ("a null pointer", "a reference that points to nothing"),
-    ("an off-by-one error", "a loop or index that goes one step too far or too short"),
-    ("undefined behaviour", "code whose result the language does not specify"),
-    ("a segfault", "a crash caused by touching memory the program may not use"),
-    ("a core dump", "a file holding a crashed program's memory"),
-    ("a debugger", "a tool for pausing a program and inspecting its state"),
-    ("tracing", "recording the path of a request through a system"),
-    ("a metric", "a number recorded over time to watch a system"),
-    ("an alert", "a notification that a metric crossed a limit"),
-    ("observability", "being able to tell what a system is doing from its outputs"),
-    ("a feature flag", "a switch that turns a feature on or off without a deploy"),
-    ("blue-green deployment", "switching traffic between two identical environments"),
-    ("a rollback", "returning a system to its previous version"),
-    ("infrastructure as code", "describing servers and networks in versioned files"),
-    ("Kubernetes", "a system that schedules and runs containers across machines"),
-    ("a virtual private server", "a rented virtual machine with its own operating system"),
-    ("serverless computing", "running functions without managing the servers"),
-    ("a cloud region", "a geographic area where a provider runs data centres"),
-    ("an object store", "storage for files addressed by key, such as S3"),
-    ("a data pipeline", "a chain of steps that moves and transforms data"),
-    ("ETL", "extracting, transforming and loading data"),
-    ("a CSV file", "a text file of values separated by commas"),
-    ("YAML", "a readable text format for configuration"),
-    ("TOML", "a simple configuration format with sections and keys"),
-    ("XML", "a markup format that nests tagged elements"),
-    ("Markdown", "a plain-text syntax for formatted documents"),
-    ("base64", "a way to write binary data using text characters"),
-    ("UTF-8", "the common encoding of Unicode characters as bytes"),
-    ("endianness", "the order in which the bytes of a number are stored"),
-    ("floating point", "the binary format computers use for real numbers"),
-    ("integer overflow", "a result too large for the integer type holding it"),
-    ("a bitwise operator", "an operator that works on the individual bits of integers"),
-    ("short-circuit evaluation", "stopping a boolean test as soon as its result is known"),
-    ("a ternary expression", "an if-else written as a single expression"),
-    ("a walrus operator", "the := syntax that assigns inside an expression"),
-    ("pattern matching", "the match statement that picks a branch by the shape of data"),
-    ("unpacking", "assigning the items of a sequence to several names at once"),
-    ("a default argument", "a parameter value used when the caller gives none"),
-    ("a keyword argument", "an argument passed by name"),
-    ("a docstring", "the string at the top of a function that documents it"),
-    ("a module", "a single Python file that can be imported"),
-    ("an import cycle", "two modules that import each other"),
-    ("the standard library", "the modules that ship with Python"),
-    ("a metaclass", "the class of a class, which controls how classes are built"),
-    ("a descriptor", "an object that customises attribute access on a class"),
-    ("slots", "a class option that fixes the attributes and saves memory"),
-    ("a frozen object", "an object whose fields cannot change after creation"),
-    ("a named tuple", "a tuple whose fields also have names"),
-    ("a dictionary", "a mapping from keys to values"),
-    ("a default dict", "a dictionary that creates missing values on first use"),
-    ("a counter", "a dictionary that counts how often each item appears"),
-    ("a deque", "a double-ended queue with fast appends at both ends"),
-    ("a priority queue", "a queue that always hands out the most urgent item first"),
-    ("sorting", "putting items in order"),
-    ("quicksort", "a sort that partitions around a pivot and recurses"),
-    ("merge sort", "a sort that splits a list, sorts the halves and merges them"),
-    ("dynamic programming", "solving a problem by reusing answers to smaller problems"),
-    ("a greedy algorithm", "an algorithm that takes the best local step each time"),
-    ("breadth-first search", "exploring a graph level by level"),
-    ("depth-first search", "exploring a graph as deep as possible before backing up"),
-    ("an algorithm", "a step-by-step procedure for solving a problem"),
-    ("a data structure", "a way to organise data so operations on it are efficient"),
-    ("machine learning", "programs that learn patterns from data"),
-    ("a neural network", "a model made of layers of weighted sums and nonlinearities"),
-    ("overfitting", "a model that memorises training data and fails on new data"),
-    ("a hyperparameter", "a setting chosen before training, such as the learning rate"),
-    ("a tokenizer", "a tool that splits text into tokens"),
-    ("an embedding", "a vector that represents an item such as a word"),
-    ("a language model", "a model that predicts the next token of text"),
-    ("quantization", "storing numbers with fewer bits to save memory"),
-    ("a GPU", "a processor built for many parallel arithmetic operations"),
-    ("a cache miss", "a lookup that does not find the data in the cache"),
-    ("lazy evaluation", "computing a value only when it is needed"),
-    ("immutability", "the property of data that cannot change after creation"),
-    ("a side effect", "a change a function makes outside its return value"),
-    ("a higher-order function", "a function that takes or returns other functions"),
-    ("currying", "turning a function of several arguments into a chain of functions"),
-    ("a monad", "a pattern for chaining computations that carry context"),
-    ("an interface", "a set of methods a type promises to provide"),
-    ("composition", "building objects out of other objects instead of inheriting"),
-    ("coupling", "how much one part of code depends on another"),
-    ("cohesion", "how closely the parts of a module belong together"),
-    ("the adapter pattern", "a wrapper that makes one interface look like another"),
-    ("the strategy pattern", "a design that swaps algorithms behind one interface"),
-    ("the builder pattern", "a design that assembles a complex object step by step"),
-    ("a design pattern", "a reusable solution to a common design problem"),
-    ("clean code", "code that is easy to read, change and test"),
-    ("an anti-pattern", "a common solution that causes more problems than it solves"),
-    ("YAGNI", "the advice not to build things before you need them"),
-    ("DRY", "the advice not to repeat the same knowledge in two places"),
-    ("pair programming", "two developers working together at one computer"),
-    ("agile", "a way of working in short iterations with frequent feedback"),
-    ("a sprint", "a short fixed period in which a team finishes planned work"),
-    ("a code smell", "a sign in code that something deeper may be wrong"),
-    ("static typing", "checking types before the program runs"),
-    ("dynamic typing", "checking types while the program runs"),
-    ("a type alias", "a second name for an existing type"),
-    ("a generic type", "a type that takes other types as parameters"),
-    ("a union type", "a type that allows values of one of several types"),
-    ("an optional value", "a value that may be missing"),
+# The answer to a conceptual question about a term nobody defined (a made-up one): real
+# English that does not repeat the term.
+UNKNOWN_TERM_ANSWER = (
+    "That name is not a standard programming term I know. If it comes from a library or a "
+    "team, its documentation is the best place to look, and I can explain the ideas around it."
 )
 
-DIRECT_TEMPLATES = (
-    "What is {t}?",
-    "What's {t}?",
-    "Explain {t}",
-    "Can you explain {t}?",
-    "Explain {t} to me",
-    "How does {t} work?",
-    "Why would I use {t}?",
-    "When should I use {t}?",
-    "What is {t} good for?",
-    "What is the purpose of {t}?",
-    "Describe {t}",
-    "Tell me about {t}",
-    "Give me a short overview of {t}",
-    "In simple terms, what is {t}?",
-    "I'm confused about {t}. What is it?",
-    "What does {t} mean?",
-    "Define {t}",
-    "What are the benefits of {t}?",
-    "Why is {t} useful?",
-    "Explain what {t} is",
-    "Help me understand {t}",
-    "What does {t} do?",
-    "Why do people use {t}?",
-    "How would you describe {t}?",
-    "Is {t} important?",
-    "What problem does {t} solve?",
-    "Could you explain {t} briefly?",
-    "Teach me about {t}",
-    "What should I know about {t}?",
-    "Explain the idea of {t}",
+# --- prefixes and suffixes by style -------------------------------------------------------
+
+IMPERATIVE_PREFIXES = ("",) * 14 + (
+    "please ",
+    "pls ",
+    "can you ",
+    "could you ",
+    "would you ",
+    "can you please ",
+    "hey, ",
+    "hey punie, ",
+    "hi, ",
+    "quick one: ",
+    "ok so ",
+    "i need you to ",
+    "go ahead and ",
+    "now ",
+    "next, ",
+    "punie, ",
+    "help me ",
 )
-DIFF_TEMPLATES = (
-    "What is the difference between {a} and {b}?",
-    "What's the difference between {a} and {b}?",
-    "Explain the difference between {a} and {b}",
-    "How does {a} differ from {b}?",
-    "Compare {a} and {b}",
-    "Should I use {a} or {b}?",
-    "What sets {a} apart from {b}?",
-    "When do I pick {a} over {b}?",
-    "How are {a} and {b} different?",
+IMPERATIVE_SUFFIXES = ("",) * 12 + (
+    " please",
+    " for me",
+    ", thanks",
+    " thx",
+    " real quick",
+    " pls",
+    " when you get a chance",
+    ", cheers",
+)
+QUESTION_PREFIXES = ("",) * 14 + (
+    "hey, ",
+    "quick question: ",
+    "q: ",
+    "so ",
+    "ok so ",
+    "hmm, ",
+    "sorry, ",
+    "out of curiosity, ",
+    "random question: ",
+    "hi punie, ",
+    "punie, ",
+    "one more thing: ",
+    "btw ",
+    "hey there, ",
+)
+QUESTION_SUFFIXES = ("",) * 10 + (" thanks", ", thx", " (just curious)", " please")
+# Only conceptual questions get these: they say outright that the project is not meant.
+DIRECT_PREFIXES = (
+    "general question: ",
+    "not about this repo, but ",
+    "i'm learning django: ",
+    "newbie question: ",
+    "in general, ",
+    "conceptually, ",
+    "for an interview: ",
 )
 
-_QUESTION_WORDS = re.compile(
-    r"^(what|what's|why|how|when|which|where|who|should|is|are|can|do|does|i'm|in)\b", re.I
+PREFIXES = {"imperative": IMPERATIVE_PREFIXES, "question": QUESTION_PREFIXES}
+SUFFIXES = {"imperative": IMPERATIVE_SUFFIXES, "question": QUESTION_SUFFIXES}
+
+# --- filler slots: exact alternatives ------------------------------------------------------
+
+LOCATIONS = ("",) * 8 + (
+    " in this project",
+    " in the project",
+    " in our code",
+    " in the codebase",
+    " in the repo",
+    " in this repo",
+    " across the codebase",
+    " anywhere",
+    " in our project",
+    " in here",
+    " in this codebase",
+    " in the code",
+    " in our repo",
+    " across the project",
 )
+APP_LOCATIONS = (" in {app}", " in the {app} app", " under {app}", " inside {app}/", " in {app}/")
+CONTEXTS = (
+    "python",
+    "django",
+    "drf",
+    "django rest framework",
+    "sql",
+    "a relational database",
+    "web development",
+    "a web app",
+    "git",
+    "programming",
+    "general",
+    "backend development",
+    "an api",
+    "computer science",
+)
+FOLDERS = ("folder", "directory", "dir", "package", "app", "module")
+ALL = ("", "", "all ", "all the ", "the ", "all of our ", "our ", "every one of the ")
+SETTINGS_PLACES = ("", " in our settings", " in this project", " here", " in the settings",
+                   " in our config", " for us")  # fmt: skip
+READ_TAILS = ("",) * 6 + (" from the workspace", " of the project", " in full", " from the repo")
+READ_AND = (
+    "explain what it does",
+    "summarize it",
+    "tell me what it does",
+    "list the classes",
+    "list its functions",
+    "show me the imports",
+    "explain it to me",
+    "tell me what's in it",
+    "describe it",
+    "tell me which models it defines",
+    "tell me if anything looks wrong",
+    "give me a summary",
+)
+FILLERS: dict[str, tuple[str, ...]] = {
+    "loc": LOCATIONS,
+    "ctx": CONTEXTS,
+    "folder": FOLDERS,
+    "all": ALL,
+    "sloc": SETTINGS_PLACES,
+    "tail": READ_TAILS,
+    "and": READ_AND,
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of request: its tool (None: a direct answer), wrapper style and frames."""
+
+    tool: str | None
+    style: str  # "imperative" or "question": which prefixes and suffixes fit
+    weight: float  # relative share among the families of the same side (tool or direct)
+    frames: tuple[str, ...]
+
+
+RC, RF = "run_command", "read_file"
+
+TOOL_FAMILIES: dict[str, Family] = {
+    # things in the code, by category ("views", "celery tasks", "DecimalFields")
+    "things_find": Family(RC, "imperative", 0.10, (
+        "find {all}{thing}{loc}", "list {all}{thing}{loc}", "show me {all}{thing}{loc}",
+        "search for {thing}{loc}", "search the codebase for {thing}", "search our code for {thing}",
+        "look for {thing}{loc}", "locate {all}{thing}{loc}", "grep for {thing}{loc}",
+        "get me {all}{thing}{loc}", "pull up {all}{thing}{loc}", "give me a list of {all}{thing}{loc}",
+        "dig up {all}{thing}{loc}", "track down {all}{thing}{loc}", "point me to {all}{thing}{loc}",
+        "find the places where we use {thing}", "find all the spots that use {thing}",
+        "list every file with {thing}{loc}", "enumerate {all}{thing}{loc}", "scan the repo for {thing}",
+        "hunt for {thing}{loc}", "round up {all}{thing}{loc}",
+    )),
+    "things_ask": Family(RC, "question", 0.12, (
+        "where are {all}{thing}{loc}", "where do we have {thing}", "where do we use {thing}",
+        "which files have {thing}{loc}", "which files contain {thing}", "which modules use {thing}",
+        "what {thing} do we have{loc}", "what {thing} are there{loc}", "what {thing} exist{loc}",
+        "are there any {thing}{loc}", "do we have any {thing}{loc}", "does our code have {thing}",
+        "does our code use {thing}", "does the codebase use {thing}", "does this project have {thing}",
+        "does the project use any {thing}", "have we got any {thing}{loc}", "got any {thing}{loc}",
+        "any {thing}{loc}", "can you tell me where the {thing} are", "can you check if we have {thing}{loc}",
+        "could you check whether the code has {thing}", "i wonder if we have any {thing}{loc}",
+        "do we use {thing} anywhere", "is there anything like {thing}{loc}", "are we using {thing}{loc}",
+        "did we write any {thing}", "did anyone add {thing}{loc}", "which of our files have {thing}",
+        "what uses {thing} in this codebase", "show me which files have {thing}",
+        "where in the code are the {thing}", "which parts of the code have {thing}",
+    )),
+    "count": Family(RC, "question", 0.05, (
+        "how many {thing} are there{loc}",
+        "how many {thing} does the project have", "how many {thing} does our code have",
+        "count {all}{thing}{loc}", "count up {all}{thing}", "number of {thing}{loc}",
+        "what's the total number of {thing}{loc}", "how many {thing} altogether",
+        "total count of {thing}{loc}", "give me a count of {thing}{loc}", "tally {all}{thing}",
+        "how many {thing} exist{loc}", "how many {thing} have we written",
+    )),
+    "symbol_find": Family(RC, "imperative", 0.07, (
+        "find {sym}", "find the {sym} {kind}", "locate {sym}", "locate the {sym} {kind}",
+        "show me {sym}", "show me the {sym} {kind}", "show me the code for {sym}", "jump to {sym}",
+        "look up {sym}", "open the {sym} {kind}", "pull up {sym}", "bring up the {sym} {kind}",
+        "find where {sym} is defined", "find the definition of {sym}",
+        "show me the definition of {sym}", "show me what {sym} looks like",
+        "show me what our {sym} {kind} looks like", "i need the {sym} {kind}",
+        "let me see the {sym} {kind}", "get me the source of {sym}", "find me the {sym} {kind}",
+        "show me the {sym} implementation", "go to the {sym} {kind}",
+    )),
+    "symbol_where": Family(RC, "question", 0.10, (
+        "where is {sym} defined", "where's {sym} defined", "where is {sym}", "where's {sym}",
+        "where's the {sym} {kind}", "where do we define {sym}", "where does {sym} live",
+        "where can i find {sym}", "which file defines {sym}", "which file has the {sym} {kind}",
+        "which module is {sym} in", "what file is {sym} in", "in which file is {sym} defined",
+        "is there a {sym} {kind}{loc}", "do we have a {sym} {kind}{loc}",
+        "does the project have a {sym} {kind}", "have we got a {sym} {kind}", "does {sym} exist{loc}",
+        "is {sym} defined anywhere", "does our code define {sym}", "did we ever write a {sym} {kind}",
+        "is there already a {sym} {kind}", "what does our {sym} {kind} look like",
+        "what does the {sym} {kind} look like in our code", "how is {sym} implemented{loc}",
+        "how does our {sym} {kind} work", "what does {sym} do in our code", "what does our {sym} do",
+        "what does our {sym} return", "what arguments does our {sym} take",
+        "what does {sym} return in this project", "any {sym} {kind} in this repo",
+    )),
+    "symbol_use": Family(RC, "question", 0.08, (
+        "where is {sym} used", "where do we use {sym}", "where do we call {sym}", 
+        "what calls {sym}", "which files import {sym}", "which modules use {sym}",
+        "is {sym} used anywhere", "do we still use {sym}", "does anything call {sym}",
+        "is {sym} imported anywhere", "is anything using {sym}", "how many places use {sym}",
+        "find usages of {sym}", "find every call to {sym}", "find references to {sym}{loc}",
+        "search for {sym}{loc}", "search the repo for {sym}", "grep for {sym}", "grep -rn {sym}",
+        "grep -r {sym} .", "rg {sym}", "show me where {sym} is used", "show me every use of {sym}",
+        "list the callers of {sym}", "list the files that import {sym}",
+    )),
+    "setting": Family(RC, "question", 0.08, (
+        "where is {setting} configured", "where do we set {setting}", "where's {setting} set",
+        "is {setting} set anywhere", "is {setting} configured{loc}", "do we set {setting}{loc}",
+        "do we configure {setting}", "have we configured {setting}", "find the {setting} setting",
+        "search the settings for {setting}", "grep the settings for {setting}",
+        "look up {setting} in the settings", "check whether {setting} is set{loc}",
+        "can you check if {setting} is defined", 
+        "what's {setting} set to in our settings", "what value does {setting} have{sloc}",
+        "what did we set {setting} to", "how did we configure {setting}", "what's our {setting}",
+        "which value do we use for {setting}", "is {setting} turned on for us",
+        "is {setting} enabled in our settings", "do we override {setting}",
+    )),
+    "attr": Family(RC, "question", 0.04, (
+        "what {attr} does {model}.{field} have", "what {attr} did we use for {model}.{field}",
+        "which {attr} is set on {model}.{field}", "what's the {attr} of the {field} field on {model}",
+        "is {attr} set on {model}.{field}", "how is {model}.{field} defined",
+        "what type is the {field} field of {model}", "what kind of field is {model}.{field}",
+        "find the {field} field of {model}", "show me how {field} is declared on {model}",
+        "what did we make {model}.{field}",
+    )),
+    "behaviour": Family(RC, "question", 0.06, (
+        "where do we {act}", "how do we {act} in this project", "show me how we {act}",
+        "find the code where we {act}", "do we {act} anywhere", "where in the code do we {act}",
+        "which file has the logic to {act}", "point me to where we {act}", "what code do we use to {act}",
+        "where does this project {act}", "is there code here that we use to {act}",
+        "how does our code {act}", "which function do we call to {act}",
+    )),
+    "tests": Family(RC, "question", 0.05, (
+        "did anyone write tests for {feature}", "has anybody tested {feature}",
+        "did we ever write a test for {feature}", "is there a test for {feature}",
+        "are there tests for {feature}", "do we test {feature}", "do we have tests covering {feature}",
+        "which tests cover {feature}", "what tests do we have for {feature}", "is {feature} tested{loc}",
+        "is {feature} covered by tests", "find the tests for {feature}",
+        "show me the tests for {feature}", "list the tests that touch {feature}",
+        "any tests for {feature}",
+    )),
+    "wc": Family(RC, "question", 0.07, (
+        "how many lines does {p} have", "how long is {p}",
+        "line count of {p}", "line count for {p}", "wc -l {p}", "number of lines in {p}",
+        "count how many lines {p} has", "get me the line count of {p}",
+        "how many lines of code is {p}", "how big is {p}", "what's the length of {p} in lines",
+        "size of {p} in lines", "tell me how many lines {p} is", "count up the lines of {p}",
+        "give me a line count for {p}", "how many lines long is {p}", "lines in {p}, how many",
+        "count {p}'s lines", "line total for {p}",
+    )),
+    "lines_dir": Family(RC, "question", 0.02, (
+        "how many lines of code are in {dir}", "how big is the {dir} app", "line counts for {dir}",
+        "count lines per file in {dir}", "how much code is in {dir}",
+        "how many lines does each file in {dir} have",
+    )),
+    "ls": Family(RC, "imperative", 0.035, (
+        "ls {dir}", "ls {dir}/", "ls -l {dir}", "ls -la {dir}", "list {dir}", "list {dir}/",
+        "list the {dir} {folder}", "list everything in {dir}", "list what's in {dir}",
+        "show me the {dir} {folder}", "show the files in {dir}", "show me what's in {dir}",
+        "browse {dir}", "give me a directory listing of {dir}",
+    )),
+    "ls_ask": Family(RC, "question", 0.03, (
+        "what's in the {dir} {folder}", "what is in {dir}/", "what files are in {dir}",
+        "what files live in the {dir} {folder}", "which files are under {dir}",
+        "what does the {dir} {folder} contain", "what's under {dir}/", "contents of the {dir} {folder}",
+        "which modules does the {dir} {folder} have", "what's inside the {dir} {folder}",
+    )),
+    "top": Family(RC, "imperative", 0.01, (
+        "ls", "ls -la", "list the repo root", "show the project layout", "list our django apps",
+        "give me an overview of the repo layout", "show me the directory tree",
+    )),
+    "top_ask": Family(RC, "question", 0.01, (
+        "what's at the top level of the repo", "what apps does this project have",
+        "which django apps do we have", "what's the structure of this repo",
+        "what folders are in this project", "what's in the root of the workspace",
+    )),
+    "grep": Family(RC, "imperative", 0.06, (
+        "grep -rn {word}", "grep -rn {word} .", "grep -r {word} {dir}", "grep -i {word}",
+        "grep for {word}", "grep the code for {word}", "grep {word} in {dir}", "grep {word} under {dir}",
+        "rg {word}", "rg {word} {dir}", "search for {word}{loc}", "search {word}",
+        "find {word} in the code", "look for {word}{loc}", "any {word} in the code",
+        "occurrences of {word}{loc}", "find all {word} mentions", "where does {word} appear",
+    )),
+    "project": Family(RC, "question", 0.07, (
+        "which apps are installed in this project", "what middleware do we use",
+        "what database does this project use", "which database engine are we on",
+        "what's our time zone setting", "what user model do we use", "where is the celery broker configured",
+        "what url routes do we expose", "which endpoints does our api have", "what does our router register",
+        "what permission classes do we use", "what's our default pagination",
+        "what external apis do we call", "how do we authenticate users here",
+        "how are orders cancelled in our code", "where do we send emails", "what models do we have",
+        "which serializers does the orders app define", "what urls does the project have",
+        "what's the root urlconf here", "which rest framework settings do we use",
+        "how do our views check permissions", "what background jobs does this project run",
+        "where do we talk to the shipping service", "what status values can our orders have",
+        "what fields does our user model have", "how do we compute an order's total",
+        "what happens when an order is placed in our code", "which views need a logged in user",
+    )),
+    "read_cmd": Family(RF, "imperative", 0.2, (
+        "open {p}{tail}", "open up {p}", "show {p}{tail}", "show me {p}{tail}", "cat {p}", "read {p}{tail}",
+        "print {p}", "display {p}{tail}", "view {p}", "dump {p}", "pull up {p}", "bring up {p}{tail}",
+        "let me see {p}", "give me {p}", "paste {p}", "read me {p}", "show the file {p}",
+        "open the file {p}", "print out {p}{tail}", "give me the contents of {p}",
+        "show me the source of {p}", "show me the code in {p}", "show me what's in {p}",
+        "i'd like to see {p}", "i want to read {p}", "i need to look at {p}", "let me have a look at {p}",
+        "take me through {p}", "go through {p} with me", "explain {p} to me", "summarize {p}",
+        "open {p} for me", "read through {p}", "peek at {p}", "have a look at {p}",
+        "check out {p}", "look at {p}", "fetch {p}", "load {p}", "show me all of {p}",
+    )),
+    "read_ask": Family(RF, "question", 0.18, (
+        "what's in {p}", "what is in {p}", "what's inside {p}", "what does {p} contain",
+        "what does {p} look like", "what does {p} do", "what is {p} for", "how does {p} work",
+        "which classes does {p} define", "what classes are in {p}", "what functions are in {p}",
+        "what's defined in {p}", "what does {p} import", "does {p} import {sym}", "does {p} define {sym}",
+        "is {sym} in {p}", "what's at the top of {p}", "how is {p} organised", "can i see {p}",
+        "could you show me {p}", "can you open {p}", "can you read {p} for me", "mind showing me {p}",
+        "any chance i could see {p}", "is {setting} enabled in {p}", "is {setting} turned on in {p}",
+        "does {p} set {setting}", "what does {p} set {setting} to",
+        "how is {setting} set in {p}", "what is {p} about", "what's going on in {p}",
+        "anything interesting in {p}", "could i get a look at {p}",
+    )),
+    "read_bare": Family(RF, "question", 0.03, (
+        "{p} please", "contents of {p}", "the contents of {p} please", "{p} contents", "{p}, the whole file",
+        "{p} in full please", "the source of {p}", "{p} - full text",
+    )),
+    "read_and": Family(RF, "imperative", 0.05, (
+        "open {p} and {and}", "read {p} and {and}", "look at {p} and {and}", "check {p} and {and}",
+        "pull up {p} and {and}", "go over {p} and {and}",
+    )),
+}  # fmt: skip
+
+DIRECT_FAMILIES: dict[str, Family] = {
+    "concept": Family(None, "question", 0.45, (
+        "what is {t}", "what's {t}", "what exactly is {t}", "what is {t} exactly",
+        "explain {t} to me", "explain {t} briefly", "explain {t} in simple terms",
+        "explain {t} like i'm five", "can you explain {t}", "please explain {t}",
+        "help me understand {t}", "i don't get {t}", "i don't understand {t}", "i'm confused about {t}",
+        "tell me about {t}", "tell me what {t} is", "describe {t}", "define {t}", "{t}, what is it",
+        "{t} - what's that", "what does {t} mean", "what does {t} do", "what is the point of {t}",
+        "what is {t} for", "what is {t} used for", "why would i use {t}",
+        "why do people use {t}", "when should i use {t}", "when would you use {t}", "how does {t} work",
+        "give me a quick intro to {t}", "give me the gist of {t}", "a quick overview of {t} please",
+        "eli5 {t}", "i keep hearing about {t}, what is it", "what should i know about {t}",
+        "is {t} worth learning", "what problem does {t} solve", "what are the benefits of {t}",
+        "pros and cons of {t}", "do you know what {t} is", "i wonder what {t} is",
+        "what's the deal with {t}", "could you tell me what {t} means", "what is meant by {t}",
+        "in a few words, what is {t}", "quick definition of {t}", "{t} explained",
+        "explain the concept of {t}", "how would you explain {t} to a junior developer",
+        "what's the idea behind {t}", "why does {t} exist", "is {t} a good idea",
+        "what is the purpose of {t}", "what's the purpose of {t}", "what is the use of {t}",
+        "why is {t} useful", "what does {t} stand for", "how would i use {t}",
+    )),
+    "concept_ctx": Family(None, "question", 0.14, (
+        "what is {t} in {ctx}", "how does {t} work in {ctx}", "explain {t} in {ctx}",
+        "{t} in {ctx}, what is it", "what does {t} do in {ctx}", "what's the role of {t} in {ctx}",
+        "how do you use {t} in {ctx}", "what's the purpose of {t} in {ctx}",
+        "what does {t} mean in {ctx}", "how is {t} used in {ctx}", "in {ctx}, what is {t}",
+    )),
+    "compare": Family(None, "question", 0.15, (
+        "what is the difference between {a} and {b}", "what's the difference between {a} and {b}",
+        "difference between {a} and {b}", "{a} versus {b}", "{a} or {b}, which one",
+        "{a} or {b}", "should i use {a} or {b}", "when should i pick {a} over {b}",
+        "how does {a} differ from {b}", "how is {a} different from {b}", "is {a} the same as {b}",
+        "is {a} better than {b}", "compare {a} and {b}", "{a} vs {b}: what's the difference",
+        "{a} and {b}, how do they differ", "{a} compared to {b}", "what separates {a} from {b}",
+        "can you contrast {a} with {b}", "i can never remember how {a} differs from {b}",
+        "{a} vs {b}, which should i pick", "{a} or {b} for a new project",
+        "when is {a} preferred to {b}",
+    )),
+    "howto": Family(None, "question", 0.11, (
+        "how do i {task}", "how do you {task}", "how to {task}", "how can i {task}",
+        "what's the best way to {task}", "what is the right way to {task}", "best way to {task}",
+        "any tips on how to {task}", "i want to {task}, how", "how would i {task}", "how should i {task}",
+        "what's the easiest way to {task}", "is there a quick way to {task}", "show me how to {task}",
+        "explain how to {task}", "steps to {task}", "how does one {task}",
+    )),
+    "why": Family(None, "question", 0.05, (
+        "why {why}", "why exactly {why}", "so why {why}", "but why {why}", "ok but why {why}",
+        "remind me, why {why}",
+    )),
+    "when": Family(None, "question", 0.04, (
+        "when should i {when}", "when is it better to {when}", "when does it make sense to {when}",
+        "how do i know when to {when}", "should i {when}",
+    )),
+    # conceptual questions about a made-up term (weighted by corpus.nonce_share)
+    "unknown": Family(None, "question", 0.0, (
+        "what is {t}", "what's {t}", "explain {t} to me", "can you explain {t}", "tell me about {t}",
+        "what does {t} mean", "what is {t} used for", "how does {t} work", "what is {t} in {ctx}",
+        "i'm confused about {t}", "define {t}", "{t}, what is it",
+    )),
+}  # fmt: skip
+
+# --- content slots ---------------------------------------------------------------------------
+
+# Things to search for, by category: (plural phrase, grep pattern). Patterns run with grep -rnE.
+THINGS: tuple[tuple[str, str], ...] = (
+    ("views", "class .*View"),
+    ("view classes", "class .*View"),
+    ("class-based views", "class .*View"),
+    ("function-based views", "def .*\\(request"),
+    ("api views", "APIView"),
+    ("viewsets", "ViewSet"),
+    ("serializers", "class .*Serializer"),
+    ("serializer classes", "class .*Serializer"),
+    ("models", "models.Model"),
+    ("database models", "models.Model"),
+    ("django models", "models.Model"),
+    ("model fields", "models\\.[A-Za-z]*Field"),
+    ("DecimalFields", "DecimalField"),
+    ("decimal fields", "DecimalField"),
+    ("foreign keys", "ForeignKey"),
+    ("one-to-one fields", "OneToOneField"),
+    ("CharFields", "CharField"),
+    ("date fields", "DateTimeField"),
+    ("boolean fields", "BooleanField"),
+    ("url patterns", "path\\("),
+    ("urlpatterns", "urlpatterns"),
+    ("routes", "path\\("),
+    ("api endpoints", "path\\(|@action"),
+    ("router registrations", "router.register"),
+    ("celery tasks", "shared_task|@task|async def"),
+    ("background tasks", "async def"),
+    ("background jobs", "async def"),
+    ("signals", "signal|receiver"),
+    ("signal receivers", "@receiver"),
+    ("admin registrations", "admin.site|@admin"),
+    ("admin classes", "ModelAdmin"),
+    ("middleware classes", "Middleware"),
+    ("migrations", "migrations"),
+    ("management commands", "BaseCommand"),
+    ("permission classes", "permission_classes|IsAuthenticated"),
+    ("querysets", "objects\\."),
+    ("select_related calls", "select_related"),
+    ("prefetch_related calls", "prefetch_related"),
+    ("atomic transactions", "transaction.atomic"),
+    ("custom exceptions", "class .*\\(Exception|class .*\\(ValueError"),
+    ("raise statements", "raise "),
+    ("logging calls", "log\\.|logging"),
+    ("log statements", "log\\."),
+    ("print statements", "print\\("),
+    ("TODO comments", "TODO"),
+    ("FIXME comments", "FIXME"),
+    ("todos", "TODO"),
+    ("tests", "def test_"),
+    ("test functions", "def test_"),
+    ("unit tests", "def test_"),
+    ("pytest fixtures", "@pytest.fixture"),
+    ("fixtures", "fixture"),
+    ("decorators", "^\\s*@"),
+    ("@action endpoints", "@action"),
+    ("api_view functions", "@api_view"),
+    ("async functions", "async def"),
+    ("coroutines", "async def"),
+    ("await calls", "await "),
+    ("imports", "^import |^from "),
+    ("environment variables", "os.environ"),
+    ("hard-coded urls", "https?://"),
+    ("external urls", "https?://"),
+    ("settings constants", "^[A-Z_]+ ="),
+    ("Meta classes", "class Meta"),
+    ("choice enums", "TextChoices"),
+    ("related names", "related_name"),
+    ("on_delete rules", "on_delete"),
+    ("get_object_or_404 calls", "get_object_or_404"),
+    ("json responses", "JsonResponse|Response\\("),
+    ("http client calls", "httpx"),
+    ("session usage", "session"),
+    ("authentication checks", "authenticate|IsAuthenticated"),
+    ("password handling", "password"),
+    ("email code", "email"),
+    ("constants", "^[A-Z_]+ ="),
+    ("__str__ methods", "def __str__"),
+    ("properties", "@property"),
+    ("class methods", "@classmethod"),
+    ("save() calls", "\\.save\\("),
+    ("validators", "def validate"),
+    ("raw sql", "raw\\(|cursor"),
+    ("cache calls", "cache"),
+    ("redis usage", "redis"),
+    ("sleep calls", "sleep"),
+    ("gather calls", "gather"),
+    ("status codes", "status"),
+    ("dataclasses", "@dataclass"),
+    ("abstract models", "abstract = True"),
+)
+MARKERS = ("TODO", "FIXME", "XXX", "HACK")
+WORDS = (
+    "select_for_update", "prefetch_related", "select_related", "logger", "print(", "httpx",
+    "@action", "as_view", "objects.filter", "get_object_or_404", "raise_exception", "is_valid",
+    "request.user", "status=201", "Decimal", "session", "permission_classes", "serializer_class",
+    "related_name", "on_delete", "auto_now_add", "unique=True", "default=", "JsonResponse",
+    "api_view", "router", "include(", "urlpatterns", "asyncio", "gather",
+)  # fmt: skip
+INVENTED_NOUNS = (
+    "Invoice", "Coupon", "Payment", "Refund", "Shipment", "Cart", "Customer", "Address", "Discount",
+    "Review", "Category", "Wishlist", "Subscription", "Notification", "Warehouse", "Supplier",
+    "Report", "Export", "Webhook", "Audit", "Tag", "Vendor", "Receipt", "Tax", "Basket", "Ticket",
+    "Message", "Token", "Store", "Rating", "Voucher", "Promotion", "Inventory", "Checkout", "Account",
+)  # fmt: skip
+INVENTED_SUFFIXES = (
+    ("", "model"), ("ViewSet", "viewset"), ("View", "view"), ("Serializer", "serializer"),
+    ("Service", "class"), ("Manager", "manager"), ("Form", "form"), ("Admin", "admin class"),
+    ("Task", "task"), ("Middleware", "middleware"), ("Mixin", "mixin"), ("Permission", "permission"),
+    ("Filter", "filter"), ("Error", "exception"), ("Client", "client"), ("Handler", "handler"),
+)  # fmt: skip
+INVENTED_VERBS = (
+    "send", "create", "cancel", "refund", "export", "import", "sync", "validate", "calculate",
+    "apply", "notify", "update", "delete", "build", "parse", "charge", "archive", "reserve",
+    "compute", "generate", "fetch", "process", "render", "schedule", "reset", "get", "check",
+)  # fmt: skip
+INVENTED_OBJECTS = (
+    "invoice", "coupon", "payment", "order", "user", "email", "receipt", "report", "stock", "cart",
+    "discount", "shipment", "password", "token", "profile", "address", "total", "tax", "webhook",
+    "orders", "users", "prices", "refund", "summary",
+)  # fmt: skip
+INVENTED_SETTINGS = (
+    "EMAIL_BACKEND", "STATIC_ROOT", "STATIC_URL", "MEDIA_ROOT", "CACHES", "LOGGING",
+    "SESSION_COOKIE_AGE", "CORS_ALLOWED_ORIGINS", "SITE_ID", "LANGUAGE_CODE", "DEFAULT_AUTO_FIELD",
+    "CSRF_TRUSTED_ORIGINS", "STRIPE_API_KEY", "SENTRY_DSN", "REDIS_URL", "EMAIL_HOST",
+    "SESSION_ENGINE", "CELERY_RESULT_BACKEND", "DEFAULT_FROM_EMAIL", "LOGIN_URL", "USE_I18N",
+    "SECURE_SSL_REDIRECT", "CSRF_COOKIE_SECURE", "DEFAULT_THROTTLE_RATES", "DEFAULT_RENDERER_CLASSES",
+    "WSGI_APPLICATION", "TEMPLATES", "AUTH_PASSWORD_VALIDATORS",
+)  # fmt: skip
+NESTED_SETTINGS = ("PAGE_SIZE", "DEFAULT_PERMISSION_CLASSES", "DEFAULT_PAGINATION_CLASS")
+FEATURES = (
+    ("login", "login"), ("logout", "logout"), ("checkout", "checkout|place_order"),
+    ("the user list", "user_list"), ("user detail", "user_detail"), ("place_order", "place_order"),
+    ("cancel_order", "cancel"), ("order cancellation", "cancel"), ("stock handling", "stock"),
+    ("payments", "payment"), ("signup", "signup|register"), ("password reset", "password"),
+    ("the cart", "cart"), ("refunds", "refund"), ("shipping", "shipping"),
+    ("the order viewset", "order"), ("email validation", "email"), ("profiles", "profile"),
+    ("out of stock orders", "out_of_stock"), ("bad passwords", "bad_password"),
+    ("the checkout endpoint", "checkout|place_order"), ("the logout view", "logout"),
+    ("the user detail endpoint", "user_detail"), ("the cart endpoint", "cart"),
+    ("the signup endpoint", "signup"), ("the order api", "order"),
+)  # fmt: skip
+# Things the code does, asked about by behaviour: (verb phrase, grep pattern).
+ACTS: tuple[tuple[str, str], ...] = (
+    ("check the stock", "stock"), ("send receipts", "receipt"), ("cancel orders", "cancel"),
+    ("compute the order total", "def total|subtotal"), ("validate emails", "validate_email"),
+    ("log users in", "login|authenticate"), ("notify the shipping service", "shipping|SHIPPING"),
+    ("register the router", "router.register"), ("configure the database", "DATABASES"),
+    ("hash passwords", "password"), ("paginate results", "PAGINATION|PAGE_SIZE"),
+    ("handle out of stock errors", "OutOfStock"), ("expire stale carts", "expire_stale_carts"),
+    ("talk to the payment provider", "payment|stripe"), ("create orders", "place_order|objects.create"),
+    ("read the settings", "settings"), ("set the time zone", "TIME_ZONE"),
+    ("call external apis", "https?://|httpx"), ("write log messages", "log\\.|logging"),
+    ("check permissions", "permission"), ("serialize users", "UserSerializer"),
+    ("lock rows", "select_for_update"), ("retry failed jobs", "retry"),
+    ("build the urls", "path\\(|urlpatterns"), ("send emails", "email|mail"),
+)  # fmt: skip
+FIELD_ATTRS = (
+    "related_name",
+    "on_delete",
+    "max_length",
+    "default",
+    "unique",
+    "max_digits",
+    "blank",
+)
+
+
+def _kind(name: str, file: str) -> str:
+    """What a user calls a workspace class or function ("the OrderViewSet viewset")."""
+    for suffix, kind in (("ViewSet", "viewset"), ("View", "view"), ("Serializer", "serializer")):
+        if name.endswith(suffix):
+            return kind
+    if name[0].isupper():
+        return "model" if file.endswith("models.py") else "class"
+    return "view" if file.endswith("views.py") else "function"
+
+
+@functools.cache
+def symbols(facts: Facts) -> tuple[tuple[str, str, str], ...]:
+    """(name, kind, grep pattern of its definition): the workspace's classes and functions
+    plus invented ones (searching for them finds nothing, which is an answer too)."""
+    real = [(n, _kind(n, f), f"class {n}") for n, f in facts.classes if n not in ("Meta", "Status")]
+    real += [(n, _kind(n, f), f"def {n}") for n, f in facts.functions]
+    invented = [(n + s, k, f"class {n}{s}") for n in INVENTED_NOUNS for s, k in INVENTED_SUFFIXES]
+    invented += [
+        (f"{v}_{o}", "function", f"def {v}_{o}") for v in INVENTED_VERBS for o in INVENTED_OBJECTS
+    ]
+    return tuple(real + invented)
+
+
+@functools.cache
+def settings_names(facts: Facts) -> tuple[str, ...]:
+    return tuple(sorted({*facts.settings, *NESTED_SETTINGS, *INVENTED_SETTINGS}))
+
+
+# The contexts ("in django") a topic group is asked in.
+GROUP_CONTEXTS = {
+    "general": ("programming", "computer science", "general", "python", "backend development"),
+    "django": ("django", "drf", "django rest framework", "a web app", "backend development"),
+    "web": ("web development", "a web app", "an api", "backend development"),
+    "data": ("sql", "a relational database", "backend development", "django"),
+    "tooling": ("python", "git", "programming", "general"),
+    "python": ("python", "programming"),
+    "api": ("django", "python", "drf", "django rest framework", "a web app"),
+}
+
+
+@functools.cache
+def concept_groups() -> tuple[tuple[str, str, str], ...]:
+    """(term, the answer's sentence, group) of every concept; the answer is a sentence."""
+    groups = {"general": GENERAL, "django": DJANGO, "web": WEB, "data": DATA, "tooling": TOOLING,
+              "python": PYCODE, "api": API}  # fmt: skip
+    out = [(t, f"{t[0].upper() + t[1:]} is {d}.", g) for g, ts in groups.items() for t, d in ts]
+    out += [(t, a, "python") for t, a in pydoc_topics()]
+    return tuple(out)
+
+
+def concept_topics() -> tuple[tuple[str, str], ...]:
+    """(term, the answer's sentence) of every concept."""
+    return tuple((t, a) for t, a, _ in concept_groups())
+
+
+def slot_values(facts: Facts) -> dict[str, list[str]]:
+    """Every value each content slot can take (for the wording-independence test)."""
+    syms = symbols(facts)
+    apps = [a for a in facts.apps]
+    fields = [(m, f) for m, f, _, _ in facts.fields]
+    return {
+        "thing": [t for t, _ in THINGS],
+        "sym": [s for s, _, _ in syms],
+        "kind": sorted({k for _, k, _ in syms}),
+        "setting": list(settings_names(facts)),
+        "model": sorted({m for m, _ in fields}),
+        "field": sorted({f for _, f in fields}),
+        "attr": list(FIELD_ATTRS),
+        "feature": [f for f, _ in FEATURES],
+        "p": list(facts.files),
+        "dir": apps,
+        "app": apps,
+        "word": [*MARKERS, *WORDS, *facts.dotted, *settings_names(facts), *(s for s, _, _ in syms)],
+        "t": [t for t, _ in concept_topics()] + [t for pair in PAIRS for t, _ in pair],
+        "act": [a for a, _ in ACTS],
+        "a": [t for t, _ in concept_topics()] + [t for pair in PAIRS for t, _ in pair],
+        "b": [t for t, _ in concept_topics()] + [t for pair in PAIRS for t, _ in pair],
+        "task": [t for t, _ in HOWTO],
+        "why": [t for t, _ in WHY],
+        "when": [t for t, _ in WHEN],
+    }
+
+
+def _frame_words() -> frozenset[str]:
+    texts = [f for fam in (*TOOL_FAMILIES.values(), *DIRECT_FAMILIES.values()) for f in fam.frames]
+    texts += [
+        t for group in (*FILLERS.values(), *PREFIXES.values(), *SUFFIXES.values()) for t in group
+    ]
+    texts += DIRECT_PREFIXES
+    return frozenset(w for t in texts for w in re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", t)))
+
+
+# Words of the frames and fillers: the only words a typo may change.
+FRAME_WORDS = _frame_words()
+
+
+# --- drawing one query ---------------------------------------------------------------------
+
+
+def _g(pattern: str, where: str = ".", flags: str = "-rnE") -> dict[str, str]:
+    """A grep command; `a|b` alternatives become `-e a -e b` (the sandbox refuses any `|`)."""
+    parts = pattern.split("|")
+    if len(parts) == 1:
+        return {"command": f'grep {flags} "{pattern}" {where}'}
+    return {"command": f"grep {flags} " + " ".join(f'-e "{p}"' for p in parts) + f" {where}"}
+
+
+def _fill(rng: random.Random, frame: str, values: dict[str, str]) -> str:
+    """`frame` with its content slots from `values` and its filler slots drawn at random."""
+    out = {}
+    for name in re.findall(r"\{(\w+)\}", frame):
+        if name in values:
+            out[name] = values[name]
+        else:
+            out[name] = rng.choice(FILLERS[name])
+    return frame.format(**out)
+
+
+def _where(rng: random.Random, facts: Facts, frame: str) -> tuple[dict[str, str], str]:
+    """A location filler for `{loc}` (the whole project or one app) and the grep directory."""
+    if "{loc}" not in frame or rng.random() < 0.7:
+        return {}, "."
+    app = rng.choice([a for a in facts.apps if a != "tests"])
+    return {"loc": rng.choice(APP_LOCATIONS).format(app=app)}, app
+
+
+def draw_tool(rng: random.Random, facts: Facts, family: str) -> tuple[str, str, dict[str, Any]]:
+    """(core query, tool, arguments) of one query of a tool `family`."""
+    fam = TOOL_FAMILIES[family]
+    frame = rng.choice(fam.frames)
+    v: dict[str, str] = {}
+    loc, where = _where(rng, facts, frame)
+    v.update(loc)
+    sym, kind, sym_pattern = rng.choice(symbols(facts))
+    v.update(sym=sym, kind=kind)
+    setting = rng.choice(settings_names(facts))
+    v["setting"] = setting
+    files = list(facts.files)
+    if family in ("things_find", "things_ask", "count"):
+        thing, pattern = rng.choice(THINGS)
+        v["thing"] = thing
+        args = _g(pattern, where, "-rcE" if family == "count" else "-rnE")
+    elif family == "symbol_find" or family == "symbol_where":
+        args = _g(sym_pattern)
+    elif family == "symbol_use":
+        args = _g(sym)
+    elif family == "setting":
+        args = _g(setting, facts.settings_file)
+    elif family == "behaviour":
+        act, pattern = rng.choice(ACTS)
+        v["act"] = act
+        args = _g(pattern)
+    elif family == "attr":
+        model, field, _, path = rng.choice(facts.fields)
+        v.update(model=model, field=field, attr=rng.choice(FIELD_ATTRS))
+        args = _g(f"{field} = ", path)
+    elif family == "tests":
+        feature, key = rng.choice(FEATURES)
+        v["feature"] = feature
+        args = _g("|".join(f"def test_.*{k}" for k in key.split("|")), "tests")
+    elif family == "wc":
+        v["p"] = rng.choice([f for f in files if f.endswith(".py")])
+        args = {"command": f"wc -l {v['p']}"}
+    elif family == "lines_dir":
+        v["dir"] = rng.choice([a for a in facts.apps if a != "tests"])
+        args = {"command": f'grep -rc "" {v["dir"]}'}
+    elif family in ("ls", "ls_ask"):
+        v["dir"] = rng.choice(facts.apps)
+        args = {"command": rng.choice([f"ls {v['dir']}", f'find {v["dir"]} -name "*.py"'])}
+    elif family in ("top", "top_ask"):
+        args = {"command": "ls"}
+    elif family == "grep":
+        v["dir"] = rng.choice([a for a in facts.apps if a != "tests"])
+        word = rng.choice([*MARKERS, *MARKERS, *WORDS, *facts.dotted, setting, sym])
+        v["word"] = word
+        where = v["dir"] if "{dir}" in frame else where
+        args = {"command": f'grep -rnF "{word}" {where}'}
+    elif family == "project":
+        pattern = PROJECT_PATTERNS[frame]
+        args = {"command": pattern} if pattern.startswith("grep ") else _g(pattern)
+    elif family in ("read_cmd", "read_ask", "read_bare", "read_and"):
+        path = rng.choice(files)
+        if "{setting}" in frame:
+            path = facts.settings_file
+            v["setting"] = rng.choice(facts.settings)
+        elif "{sym}" in frame:
+            name, file = rng.choice([*facts.classes, *facts.functions])
+            v["sym"] = name
+            path = file if rng.random() < 0.7 else path
+        v["p"] = path
+        args = {"path": path}
+    else:
+        raise KeyError(family)
+    return _fill(rng, frame, v), fam.tool or "", args
+
+
+# grep patterns (or whole grep commands) of the fixed "project" questions
+PROJECT_PATTERNS = {
+    "which apps are installed in this project": 'grep -n -A8 "INSTALLED_APPS" shop/settings.py',
+    "what middleware do we use": 'grep -n -A6 "MIDDLEWARE" shop/settings.py',
+    "what database does this project use": "ENGINE|DATABASES",
+    "which database engine are we on": "ENGINE",
+    "what's our time zone setting": "TIME_ZONE",
+    "what user model do we use": "AUTH_USER_MODEL",
+    "where is the celery broker configured": "CELERY",
+    "what url routes do we expose": "path\\(",
+    "which endpoints does our api have": "path\\(|@action",
+    "what does our router register": "router.register",
+    "what permission classes do we use": "permission_classes|PERMISSION",
+    "what's our default pagination": "PAGINATION|PAGE_SIZE",
+    "what external apis do we call": "https?://",
+    "how do we authenticate users here": "authenticate|IsAuthenticated",
+    "how are orders cancelled in our code": "cancel",
+    "where do we send emails": "email|mail",
+    "what models do we have": "models.Model",
+    "which serializers does the orders app define": "class .*Serializer",
+    "what urls does the project have": "path\\(",
+    "what's the root urlconf here": "ROOT_URLCONF",
+    "which rest framework settings do we use": "REST_FRAMEWORK|DEFAULT_",
+    "how do our views check permissions": "permission",
+    "what background jobs does this project run": "async def|def expire",
+    "where do we talk to the shipping service": "SHIPPING|shipping",
+    "what status values can our orders have": "TextChoices|PENDING|PAID",
+    "what fields does our user model have": "models\\.[A-Za-z]*Field",
+    "how do we compute an order's total": "def total|subtotal",
+    "what happens when an order is placed in our code": "def place_order",
+    "which views need a logged in user": "IsAuthenticated|permission_classes",
+}
+
+
+def draw_direct(rng: random.Random, family: str, unknown_term: str = "") -> tuple[str, str]:
+    """(core query, answer body without opener) of one conceptual question of `family`."""
+    fam = DIRECT_FAMILIES[family]
+    frame = rng.choice(fam.frames)
+    v: dict[str, str] = {}
+    if family in ("concept", "concept_ctx"):
+        t, answer, group = rng.choice(concept_groups())
+        v.update(t=t, ctx=rng.choice(GROUP_CONTEXTS[group]))
+    elif family == "compare":
+        if rng.random() < 0.5:
+            (a, da), (b, db) = rng.choice(PAIRS)
+        else:
+            group = rng.choice((GENERAL, DJANGO, WEB, DATA, TOOLING, PYCODE, API))
+            (a, da), (b, db) = rng.sample(group, 2)
+        if rng.random() < 0.5:
+            (a, da), (b, db) = (b, db), (a, da)
+        v.update(a=a, b=b)
+        answer = f"{a[0].upper() + a[1:]} is {da}, while {b} is {db}."
+    elif family == "howto":
+        v["task"], answer = rng.choice(HOWTO)
+    elif family == "why":
+        v["why"], answer = rng.choice(WHY)
+    elif family == "when":
+        v["when"], answer = rng.choice(WHEN)
+    elif family == "unknown":
+        v.update(t=unknown_term, ctx=rng.choice(CONTEXTS))
+        answer = UNKNOWN_TERM_ANSWER
+    else:
+        raise KeyError(family)
+    return _fill(rng, frame, v), answer
 
 
 # Made-up terms for some conceptual questions ("What is a korilo?"): the model must answer
-# "What is <term>?" directly for terms it never saw, as the held-out topics are unseen.
+# "What is <term>?" directly for terms it never saw, as unseen topics are.
 _SYLLABLES = (
-    "ba",
-    "ko",
-    "ri",
-    "tu",
-    "zen",
-    "lo",
-    "mi",
-    "qua",
-    "fer",
-    "dex",
-    "vo",
-    "ly",
-    "gor",
-    "pim",
-    "sa",
-    "nu",
-    "tri",
-    "xel",
-    "ond",
-    "ar",
-    "cle",
-    "mo",
-    "sur",
-    "ep",
-)
+    "ba", "ko", "ri", "tu", "zen", "lo", "mi", "qua", "fer", "dex", "vo", "ly", "gor", "pim",
+    "sa", "nu", "tri", "xel", "ond", "ar", "cle", "mo", "sur", "ep",
+)  # fmt: skip
 _NONCE_FORMS = (
-    "a {w}",
-    "a {w}",
-    "an {w}",
-    "{w}",
-    "{w}s",
-    "the {w} pattern",
-    "a Python {w}",
-    "{w} in Python",
-    "a {w} function",
-    "an {w} API",
-)
-NONCE_DEFINITION = (
-    "a general programming idea rather than something to look up in your code; "
-    "I would need a little more context to explain it precisely"
-)
+    "a {w}", "a {w}", "an {w}", "{w}", "{w}s", "the {w} pattern", "a Python {w}", "{w} in Python",
+    "a {w} function", "an {w} API", "a {w} field", "the {w} middleware", "{w} in django",
+    "the {w} setting", "{w} in a django model", "{w} in drf",
+)  # fmt: skip
+
+
+def _nonce_word(rng: random.Random) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3)))
 
 
 def nonce_topic(rng: random.Random) -> str:
-    word = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3)))
-    if rng.random() < 0.2:  # acronym-like, as ORM or JWT
+    word = _nonce_word(rng)
+    roll = rng.random()
+    if roll < 0.2:  # acronym-like, as ORM or JWT
         word = word[: rng.randint(2, 4)].upper()
+    elif roll < 0.55:  # identifier-like, as auto_now, SECRET_KEY or select_related
+        second = _nonce_word(rng)
+        word = rng.choice((f"{word}_{second}", f"{word}_{second}".upper(),
+                           word.capitalize() + second.capitalize(), f"{word}()"))  # fmt: skip
     text = rng.choice(_NONCE_FORMS).format(w=word)
     if text.startswith(("a ", "an ")):
         noun = text.split(" ", 1)[1]
@@ -477,262 +933,47 @@ def nonce_topic(rng: random.Random) -> str:
     return text
 
 
-def is_question(core: str) -> bool:
-    return bool(_QUESTION_WORDS.match(core))
+def pick_family(rng: random.Random, families: dict[str, Family]) -> str:
+    names = list(families)
+    return rng.choices(names, weights=[families[n].weight for n in names])[0]
 
 
-def answer_body(rng: random.Random, topic: str, definition: str) -> str:
-    restate = rng.choice(RESTATES).format(t=topic)
-    return f"{topic[0].upper() + topic[1:]} is {definition}. {restate}"
+# --- surface variation ---------------------------------------------------------------------
 
 
-# --- tool queries --------------------------------------------------------------------------
-
-VIEW_Q = (
-    "Find all Django views",
-    "List all the views",
-    "Where are the views defined?",
-    "Show me every view class",
-    "Find the class-based views in {d}",
-    "Which views exist in {d}?",
-    "Find the views in the {d} app",
-    "Search for APIView subclasses",
-    "List the API views in {d}",
-    "Find all views in {d}",
-    "Locate the view classes",
-    "Grep for views",
-)
-FUNC_VIEW_Q = (
-    "Find the function-based views",
-    "List the function views in {d}",
-    "Which functions take a request in {d}?",
-    "Locate the plain function views",
-)
-MODEL_Q = (
-    "List the models",
-    "Which database models are defined?",
-    "Show me the model classes in {d}",
-    "Where are the models?",
-    "Find every Django model in {d}",
-    "Search for model classes",
-)
-SERIALIZER_Q = (
-    "List the serializer classes",
-    "Which serializers are there in {d}?",
-    "Find all serializers",
-    "Locate every serializer",
-    "Search for DRF serializers",
-)
-ASYNC_Q = (
-    "Find all async functions",
-    "List the async functions in {d}",
-    "Search for coroutines in the code",
-    "Which functions are async?",
-    "Find async code in {d}",
-    "Show me every async def",
-    "Locate the asynchronous functions in the codebase",
-)
-TEST_Q = (
-    "Find all the tests",
-    "List the test functions",
-    "Which tests exist?",
-    "Show me the test cases",
-    "Search for test functions",
-    "How many tests are there?",
-)
-TEST_FILES_Q = (
-    "List the test files",
-    "What test files are there?",
-    "Find the test modules",
-    "Which files contain tests?",
-)
-TODO_Q = (
-    "Find TODO comments",
-    "Search for TODOs",
-    "Grep for {w}",
-    "Are there any {w} notes?",
-    "Look for {w} markers in the code",
-)
-CLASS_DEF_Q = (
-    "Where is {s} defined?",
-    "Find the {s} class",
-    "Locate {s}",
-    "Show me the {s} implementation",
-    "Find the definition of {s}",
-    "Which file defines {s}?",
-    "Look up {s}",
-    "Where can I find {s}?",
-    "Find {s}",
-    "Show me {s}",
-    "Jump to {s}",
-    "Search for the {s} class",
-    "Where does {s} live?",
-    "Show me the code of {s}",
-)
-FUNC_DEF_Q = (
-    "Where is the {s} function?",
-    "Find the {s} function",
-    "Locate def {s}",
-    "Show me the {s} function",
-    "Where is {s} defined?",
-    "Find where {s} is implemented",
-    "Show me the implementation of {s}",
-    "Which module has {s}?",
-)
-USAGE_Q = (
-    "Where is {s} used?",
-    "Find references to {s}",
-    "Search the code for {s}",
-    "Search the code for calls to {s}",
-    "Find all uses of {s}",
-    "Show me where {s} is used",
-    "Who calls {s}?",
-    "Find every call to {s}",
-    "Which files use {s}?",
-    "Grep for {s}",
-    "Find usages of {s}",
-)
-IMPORT_Q = (
-    "Which files import {s}?",
-    "Find the imports of {s}",
-    "Where is {s} imported?",
-    "Who imports {s}?",
-    "List the modules that import {s}",
-)
-URL_Q = (
-    "Find the URL routes",
-    "List the URL patterns",
-    "Which URLs are defined?",
-    "Search for the routes that use as_view",
-    "Find the path() entries",
-    "Show the URL conf routes",
-)
-LIST_Q = (
-    "List every Python file in {d}",
-    "What files are in {d}?",
-    "Show the files of the {d} app",
-    "List the {d} directory",
-    "What's inside {d}?",
-    "List the modules in {d}",
-    "Find the Python files in {d}",
-    "Which files does {d} have?",
-)
-TOP_Q = (
-    "Show the project layout",
-    "List the top-level files",
-    "What is in the workspace?",
-    "List the project directories",
-    "Show me the repository structure",
-)
-COUNT_DIR_Q = (
-    "Count the lines of code in {d}",
-    "How big is the {d} app?",
-    "How many lines are in each file of {d}?",
-    "Count lines per file in {d}",
-)
-COUNT_FILE_Q = (
-    "How many lines does {p} have?",
-    "How long is {p}?",
-    "Count the lines in {p}",
-    "What is the line count of {p}?",
-)
-SETTING_Q = (
-    "Find the {w} setting",
-    "Search the settings for {w}",
-    "Where is {w} configured?",
-    "Grep the settings for {w}",
-    "What is {w} set to in the settings?",
-)
-READ_Q = (
-    "Show me the contents of {p}",
-    "Open {p}",
-    "Read {p}",
-    "Show the file {p}",
-    "Display {p}",
-    "Print {p}",
-    "Let me see {p}",
-    "cat {p}",
-    "What's in {p}?",
-    "Can I see {p}?",
-    "View {p}",
-    "Give me the source of {p}",
-    "Dump {p}",
-    "Show {p}",
-    "Read the file {p}",
-    "Print the file {p}",
-    "Open the {p} file",
-    "What does {p} contain?",
-    "Let me look at {p}",
-    "Show me {p}",
-    "Read me {p}",
-    "Bring up {p}",
-    "Open up {p}",
-    "Print out {p}",
-)
-READ_TAILS = (
-    "",
-    "",
-    "",
-    "",
-    " of the workspace",
-    " in the workspace",
-    " from the project",
-    " in full",
-)
+def _typo(rng: random.Random, text: str, frame_words: frozenset[str]) -> str:
+    """One misspelt word (swapped, dropped or doubled letter) of the frame, not of a slot."""
+    words = text.split(" ")
+    spots = [i for i, w in enumerate(words) if len(w) >= 4 and w in frame_words]
+    if not spots:
+        return text
+    i = rng.choice(spots)
+    w = words[i]
+    j = rng.randrange(1, len(w) - 1)
+    roll = rng.random()
+    if roll < 0.4:
+        w = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
+    elif roll < 0.7:
+        w = w[:j] + w[j + 1 :]
+    else:
+        w = w[:j] + w[j] + w[j:]
+    words[i] = w
+    return " ".join(words)
 
 
-def _g(pattern: str, where: str = ".") -> dict[str, str]:
-    return {"command": f'grep -rn "{pattern}" {where}'}
-
-
-def tool_query_templates(facts: Facts, rng: random.Random) -> list[tuple[str, str, dict[str, Any]]]:
-    """One candidate (query, tool, args) per query family; the caller picks one."""
-    rc = "run_command"
-    apps = [a for a in facts.apps if a != "tests"]
-    d = rng.choice([*apps, *apps, "."])
-    where = d if d != "." else "."
-    dname = d if d != "." else "the project"
-    cls, _ = rng.choice(facts.classes)
-    fn, _ = rng.choice(facts.functions)
-    sym = rng.choice([cls, fn])
-    path = rng.choice(facts.files)
-    py = rng.choice([f for f in facts.files if f.endswith(".py")])
-    used = rng.choice([sym, *facts.dotted])
-    listed = rng.choice(facts.apps)
-    counted = rng.choice(apps)
-    todo = rng.choice(["TODO", "FIXME", "XXX", "HACK"])
-    f = lambda qs, **kw: rng.choice(qs).format(**kw)  # noqa: E731
-    out: list[tuple[str, str, dict[str, Any]]] = [
-        (f(VIEW_Q, d=dname), rc, _g("class .*View", where)),
-        (f(FUNC_VIEW_Q, d=dname), rc, _g("def .*(request", where)),
-        (f(MODEL_Q, d=dname), rc, _g("models.Model", where)),
-        (f(SERIALIZER_Q, d=dname), rc, _g("class .*Serializer", where)),
-        (f(ASYNC_Q, d=dname), rc, _g("async def", where)),
-        (f(TEST_Q), rc, _g("def test_", "tests")),
-        (f(TEST_FILES_Q), rc, {"command": 'find tests -name "test_*.py"'}),
-        (f(TODO_Q, w=todo), rc, _g(todo)),
-        (f(CLASS_DEF_Q, s=cls), rc, _g(f"class {cls}")),
-        (f(FUNC_DEF_Q, s=fn), rc, _g(f"def {fn}")),
-        (f(USAGE_Q, s=used), rc, _g(used)),
-        (f(IMPORT_Q, s=sym), rc, _g(f"import.*{sym}")),
-        (f(URL_Q), rc, _g("as_view" if rng.random() < 0.5 else "path(", "shop")),
-        (
-            f(LIST_Q, d=listed),
-            rc,
-            {"command": rng.choice([f'find {listed} -name "*.py"', f"ls {listed}"])},
-        ),
-        (f(TOP_Q), rc, {"command": "ls"}),
-        (f(COUNT_DIR_Q, d=counted), rc, {"command": f'grep -rc "" {counted}'}),
-        (f(COUNT_FILE_Q, p=py), rc, {"command": f"wc -l {py}"}),
-        (f(READ_Q, p=path) + rng.choice(READ_TAILS), "read_file", {"path": path}),
-        (f(READ_Q, p=path) + rng.choice(READ_TAILS), "read_file", {"path": path}),
-        (f(READ_Q, p=path), "read_file", {"path": path}),
-        (f(READ_Q, p=py), "read_file", {"path": py}),
-        (f(READ_Q, p=py) + rng.choice(READ_TAILS), "read_file", {"path": py}),
-        (f(READ_Q, p=path), "read_file", {"path": path}),
-        (f(READ_Q, p=py), "read_file", {"path": py}),
-    ]
-    if facts.settings:
-        w = rng.choice(facts.settings)
-        out.append((f(SETTING_Q, w=w), rc, _g(w, facts.settings_file)))
-    return out
+def vary(
+    rng: random.Random, core: str, style: str, direct: bool, frame_words: frozenset[str]
+) -> str:
+    """Politeness, chat noise, casing, punctuation and the odd typo around a core query."""
+    prefixes = PREFIXES[style] + (DIRECT_PREFIXES if direct else ())
+    text = rng.choice(prefixes) + core + rng.choice(SUFFIXES[style])
+    if rng.random() < 0.06:
+        text = _typo(rng, text, frame_words)
+    roll = rng.random()
+    if style == "question":
+        text += "?" if roll < 0.55 else ("" if roll < 0.95 else " ?")
+    else:
+        text += "" if roll < 0.7 else ("." if roll < 0.9 else "!")
+    if rng.random() < 0.4:
+        text = text[0].upper() + text[1:]
+    return text

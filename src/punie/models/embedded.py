@@ -6,35 +6,87 @@ the text that repeats in every example (instructions, tool schemas) becomes a fe
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from punie import paths
 from punie.errors import StageError
 from punie.models.corpus import read_jsonl
 from punie.models.modelgen import Qwen3Shape, init_model_dir
-from punie.models.tokenizer import CHAT_TEMPLATE, save_tokenizer, train_tokenizer
+from punie.models.tokenizer import (
+    CHAT_TEMPLATE,
+    IM_END,
+    IM_START,
+    TOOL_CALL,
+    save_tokenizer,
+    train_tokenizer,
+)
 from punie.params import ModelShape, Params
+
+
+@functools.cache
+def _scaffold() -> Any:
+    """Rendering needs a tokenizer object; any will do, the text does not depend on it."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=train_tokenizer(["scaffold"], 300), chat_template=CHAT_TEMPLATE
+    )
+
+
+def render(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
+    """`messages` rendered with the chat template, as the model will see them."""
+    return str(_scaffold().apply_chat_template(messages, tools=tools, tokenize=False))
 
 
 def corpus_texts(corpus_dir: Path = paths.CORPUS, limit: int = 800) -> list[str]:
     """Training examples rendered with the chat template, as the model will see them."""
-    from transformers import PreTrainedTokenizerFast
-
-    # Rendering needs a tokenizer object; any will do, the text does not depend on it.
-    scaffold = PreTrainedTokenizerFast(
-        tokenizer_object=train_tokenizer(["scaffold"], 300), chat_template=CHAT_TEMPLATE
-    )
-    rows = read_jsonl(corpus_dir / "train.jsonl")[:limit]
     return [
-        str(scaffold.apply_chat_template(r["messages"], tools=r["tools"], tokenize=False))
-        for r in rows
+        render(r["messages"], r["tools"]) for r in read_jsonl(corpus_dir / "train.jsonl")[:limit]
     ]
 
 
+def call_openings(
+    tools: list[dict[str, Any]],
+    render: Callable[[list[dict[str, Any]], list[dict[str, Any]]], str] = render,
+) -> list[str]:
+    """Each tool's call as the chat template renders it, up to its first argument's value,
+    e.g. `<tool_call>\n{"name": "read_file", "arguments":{"path": "`. As one token each, the
+    decision and the tool are the first answer token, and every call is shorter."""
+    out = []
+    for tool in tools:
+        fn = tool.get("function", tool)
+        schema = fn.get("parameters") or {}
+        first = next(iter(schema.get("required") or schema.get("properties") or []), None)
+        if not first:
+            continue
+        call = {
+            "type": "function",
+            "function": {"name": fn["name"], "arguments": {first: "@VALUE@"}},
+        }
+        messages = [{"role": "user", "content": "x"},
+                    {"role": "assistant", "content": "", "tool_calls": [call]}]  # fmt: skip
+        text = render(messages, tools)
+        end = text.index("@VALUE@")
+        out.append(text[text.rindex(TOOL_CALL, 0, end) : end])
+    return out
+
+
+def system_turn(corpus_dir: Path = paths.CORPUS) -> str:
+    """The agent's fixed system turn as rendered (instructions and tool schemas): the text
+    between the first `<|im_start|>` and `<|im_end|>` of a training example."""
+    text = corpus_texts(corpus_dir, limit=1)[0]
+    return text.split(IM_START, 1)[1].split(IM_END, 1)[0]
+
+
 def build_tokenizer(params: Params, out_dir: Path, corpus_dir: Path = paths.CORPUS) -> None:
-    tok = train_tokenizer(
-        corpus_texts(corpus_dir), params.bootstrap.tokenizer.vocab_size, split_words=False
-    )
+    t = params.bootstrap.tokenizer
+    whole = [system_turn(corpus_dir)] if t.system_token else []
+    if t.call_tokens:
+        whole += call_openings(read_jsonl(corpus_dir / "train.jsonl")[0]["tools"])
+    tok = train_tokenizer(corpus_texts(corpus_dir), t.vocab_size, t.split_words, whole)
     save_tokenizer(tok, out_dir)
 
 

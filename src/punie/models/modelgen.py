@@ -7,6 +7,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from punie.models.tokenizer import control_token_ids
+
 
 @dataclass(frozen=True)
 class Qwen3Shape:
@@ -17,7 +19,7 @@ class Qwen3Shape:
     intermediate_size: int
 
 
-def qwen3_config(shape: Qwen3Shape, vocab_size: int, eos_token_id: int) -> dict:
+def qwen3_config(shape: Qwen3Shape, vocab_size: int, eos_token_id: int | list[int]) -> dict:
     if shape.hidden_size % shape.num_attention_heads:
         raise ValueError("hidden_size must be divisible by num_attention_heads")
     return {
@@ -61,8 +63,8 @@ def init_model_dir(
     vocab_size = (
         max(max(tok["model"]["vocab"].values()), *(t["id"] for t in tok["added_tokens"])) + 1
     )
-    eos = next(t["id"] for t in tok["added_tokens"] if t["content"] == "<|im_end|>")
-    config = qwen3_config(shape, vocab_size, eos)
+    # Generation stops at every control token, so none can end up inside an answer's text.
+    config = qwen3_config(shape, vocab_size, control_token_ids(tok))
     mx.random.seed(seed)
     model = qwen3.Model(qwen3.ModelArgs.from_dict(config))
     # Small embeddings: with tied weights, N(0, 1) rows make the first logits huge.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -20,8 +20,12 @@ IM_END = "<|im_end|>"
 # Control tokens the detokenizer may drop; the tool-call markers must survive decoding
 # (the server's parser reads them), so they are added but not "special", as in Qwen.
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
-MARKUP_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
+TOOL_CALL = "<tool_call>"
+MARKUP_TOKENS = [TOOL_CALL, "</tool_call>", "<tool_response>", "</tool_response>"]
 
+# As Qwen's: a newline ends every role header, so the first answer token never merges with
+# the role name (with word-level BPE, "assistantGreat" was one word and direct answers lost
+# their first target token).
 CHAT_TEMPLATE = (
     "{%- if tools %}"
     "<|im_start|>system\n"
@@ -40,7 +44,7 @@ CHAT_TEMPLATE = (
     "<|im_start|>user\n{{ message.content }}<|im_end|>\n"
     "{%- elif message.role == 'assistant' %}"
     "<|im_start|>assistant\n"
-    "{%- if message.content %}{{ message.content }}{%- endif %}"
+    "{% if message.content %}{{ message.content }}{%- endif %}"
     "{%- if message.tool_calls %}"
     "{%- for tc in message.tool_calls %}"
     "{%- set tool_call = tc.function if tc.function is defined else tc %}"
@@ -55,16 +59,23 @@ CHAT_TEMPLATE = (
     "<|im_start|>user\n<tool_response>\n{{ message.content }}\n</tool_response><|im_end|>\n"
     "{%- endif %}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, split_words: bool = True) -> Tokenizer:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, split_words: bool = True, whole: Sequence[str] = ()
+) -> Tokenizer:
     """Train a byte-level BPE on `texts`; special and markup tokens get their own ids.
 
     `split_words=False` lets merges cross spaces and punctuation, so text that repeats in
     every example (the agent's instructions and tool schemas) becomes a few long tokens.
+    `whole`: texts that become one token each (e.g. the agent's fixed system turn), taken out
+    of `texts` before training so the BPE vocabulary goes to everything else.
     """
+    whole = [w for w in whole if w]
+    if whole:
+        texts = [_without(t, whole) for t in texts]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split_words)
     tok.decoder = decoders.ByteLevel()
@@ -79,7 +90,28 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, split_words: bool = T
     tok.train_from_iterator(texts, trainer=trainer)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
+    if whole:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in whole])
     return tok
+
+
+def _without(text: str, parts: Sequence[str]) -> str:
+    for part in parts:
+        text = text.replace(part, "")
+    return text
+
+
+def control_token_ids(tok_json: dict) -> list[int]:
+    """Ids of every token that must end generation: the chat markers (<|im_end|> first, the
+    turn's end), <|endoftext|>, the tool-response and tool-call-end markers, and any whole-text
+    token (a fixed system turn): none of them belongs inside an answer's text. <tool_call>
+    is not one: it starts a tool call."""
+    ids = {t["content"]: t["id"] for t in tok_json.get("added_tokens", [])}
+    stop = [IM_END, ENDOFTEXT, IM_START, "<tool_response>", "</tool_response>", "</tool_call>"]
+    out = [ids[t] for t in stop if t in ids]
+    known = set(SPECIAL_TOKENS + MARKUP_TOKENS)
+    out += [i for t, i in ids.items() if t not in known and not t.startswith(TOOL_CALL)]
+    return out
 
 
 def save_tokenizer(tok: Tokenizer, out_dir: Path) -> None:
