@@ -253,8 +253,8 @@ def _recorded_metrics(folder: Path) -> None:
         "final.json": _metrics(),
         "speculative.json": {"best_k": 3, "best_speedup": 1.66, "chosen_k": 3},
         "bootstrap.json": {
-            "params_main": 2_230_912,
-            "params_draft": 180_480,
+            "main_params": 2_230_912,
+            "draft_params": 180_480,
             "total_seconds": 590.0,
             "machine_cpu": "AMD EPYC",
         },

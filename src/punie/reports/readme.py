@@ -46,10 +46,10 @@ def results_section(metrics_dir: Path) -> str:
     if not final:
         return "\n".join([*parts, "No metrics yet: run `nox -s repro`.", ""])
     machine = boot or final
-    if boot.get("params_main"):
+    if boot.get("main_params"):
         parts += [
-            f"Embedded models: a {boot['params_main'] / 1e6:.2f}M-parameter main model and a "
-            f"{boot.get('params_draft', 0) / 1e6:.2f}M-parameter draft, built by `bootstrap` in "
+            f"Embedded models: a {boot['main_params'] / 1e6:.2f}M-parameter main model and a "
+            f"{boot.get('draft_params', 0) / 1e6:.2f}M-parameter draft, built by `bootstrap` in "
             f"{fmt(boot.get('total_seconds'), 0)} s on {machine.get('machine_cpu', '?')} "
             f"({machine.get('machine_cores', '?')} cores, {machine.get('machine_blas', '?')}). "
             "They show that the lab measures and decides; they are not a 30B model on a Mac.",
