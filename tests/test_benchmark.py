@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from punie.measurement.benchmark import ConfigRun, measure_configs, server_config
+from punie.measurement.benchmark import ConfigRun, measure_configs
+from punie.measurement.levers import server_config
 from punie.measurement.records import QueryRecord
 from punie.measurement.timing import load_cases
 from punie.params import Params

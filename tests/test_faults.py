@@ -191,12 +191,20 @@ class Finished:
         assert_clean_error(self.stderr, *needles)
 
 
+def _default_sighup() -> None:
+    """In the child: SIGHUP as a terminal's shell leaves it, even when the test run itself
+    ignores it (started under `nohup`, whose SIG_IGN every child would inherit)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _ignore_sigint() -> None:
+    _default_sighup()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _take_terminal() -> None:
     """In the child: a new session whose controlling terminal is the pty on its stdin."""
+    _default_sighup()
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
@@ -250,7 +258,7 @@ class Lab:
                     env=environ,
                     start_new_session=True,
                     # As a background job of a script starts it (bash ignores SIGINT there).
-                    preexec_fn=_ignore_sigint if sigint_ignored else None,
+                    preexec_fn=_ignore_sigint if sigint_ignored else _default_sighup,
                 )
         self.started = time.monotonic()
         self.returncode: int | None = None
@@ -590,7 +598,7 @@ def test_busy_server_is_still_responsive(tiny_model_dir: Path, tmp_path: Path) -
 
 def test_stages_pass_server_host_through(tmp_path: Path) -> None:
     """Every stage builds its server from params.server (profile is checked live above)."""
-    from punie.measurement.benchmark import server_config
+    from punie.measurement.levers import server_config
     from punie.params import parse_params
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -1290,7 +1298,7 @@ def _tiny_retrain(params: dict[str, Any]) -> None:
     """Retrain on the one-layer test model: one LoRA run long enough to be killed in, fused,
     then both models answer one query of each set."""
     params["models"] = {"main": "models/main", "draft": None}
-    params["queries"] = {name: f"data/tiny/{name}.yaml" for name in ("seed", "heldout", "wording")}
+    params["queries"] |= {name: f"data/tiny/{name}.yaml" for name in ("seed", "heldout", "wording")}
     params["server"]["max_tokens"] = 8
     c = params["conciseness"]
     c.update(tool_examples=4, direct_examples=2, parallel_servers=2)

@@ -13,7 +13,8 @@ import yaml
 
 from punie import cli
 from punie.errors import ServerError, StageError
-from punie.measurement.benchmark import params_server, ready_timeout, server_config
+from punie.measurement.benchmark import params_server, ready_timeout
+from punie.measurement.levers import server_config
 from punie.serving import hub
 from punie.serving.hub import ModelNotFound, is_hub_id, resolve_model, weights_bytes
 from punie.serving.preflight import check_draft_tokenizer, fast_checks, local_models

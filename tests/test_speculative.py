@@ -18,8 +18,8 @@ import yaml
 from punie.agent.production import build_agent, openai_model
 from punie.agent.tools import Workspace, workspace_toolset
 from punie.errors import StageError
-from punie.measurement.benchmark import server_config
 from punie.measurement.latency import LATENCY_KEYS
+from punie.measurement.levers import server_config
 from punie.measurement.speculative import (
     Acceptance,
     ConfigRow,

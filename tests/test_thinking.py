@@ -17,7 +17,8 @@ from pydantic_ai import Agent
 
 from punie.agent.production import openai_model
 from punie.agent.queries import Query
-from punie.measurement.benchmark import params_agent, params_server, server_config
+from punie.measurement.benchmark import params_agent, params_server
+from punie.measurement.levers import server_config
 from punie.measurement.records import QueryTrace, TurnTrace, build_record, summarize
 from punie.measurement.timing import (
     TimedModel,

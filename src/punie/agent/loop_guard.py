@@ -42,6 +42,19 @@ def first_repeat(text: str, n: int) -> int | None:
     return None
 
 
+def with_stream(
+    response: httpx2.Response, stream: httpx2.AsyncByteStream, request: httpx2.Request
+) -> httpx2.Response:
+    """`response` whose body is read through `stream` (a pass-through that takes timings)."""
+    return httpx2.Response(
+        status_code=response.status_code,
+        headers=response.headers,
+        stream=stream,
+        extensions=response.extensions,
+        request=request,
+    )
+
+
 class _Watch:
     """The text of one streamed completion, per channel (answer, thinking)."""
 
@@ -148,13 +161,7 @@ class LoopGuardTransport(httpx2.AsyncBaseTransport):
             return response
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         stream = _GuardedStream(response.stream, _Watch(self.ngram_words), usage)
-        return httpx2.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=stream,
-            extensions=response.extensions,
-            request=request,
-        )
+        return with_stream(response, stream, request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

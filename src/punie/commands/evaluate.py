@@ -24,7 +24,8 @@ from punie import paths
 from punie.agent.queries import load_queries, query_sets
 from punie.errors import StageError
 from punie.machine import machine_keys
-from punie.measurement.benchmark import params_agent, params_server, server_config
+from punie.measurement.benchmark import params_agent, params_server
+from punie.measurement.levers import server_config
 from punie.measurement.progress import show_progress
 from punie.measurement.spec_probe import ProbeError, ProbeRequest, probe_body, run_probe
 from punie.measurement.speculative import vllm_acceptance

@@ -34,23 +34,6 @@ if TYPE_CHECKING:
     from punie.params import Params
 
 
-def server_config(
-    params: Params, model_path: str, draft: str | None = None, k: int | None = None
-) -> ServerConfig:
-    """The lab's server settings (params `server`) for one model, optionally with a draft."""
-    s = params.server
-    return ServerConfig(
-        model_path=model_path,
-        host=s.host,
-        temp=s.temp,
-        max_tokens=s.max_tokens,
-        prompt_cache_size=s.prompt_cache_size,
-        chat_template_args=s.chat_template_args or None,
-        draft_model=draft,
-        num_draft_tokens=k if draft else None,
-    )
-
-
 def ready_timeout(params: Params, config: ServerConfig) -> tuple[float, str]:
     """How long a server of `config` may take to answer its first completion, and a note
     for the error when it does not: `server.ready_timeout_s` plus

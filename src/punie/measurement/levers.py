@@ -27,6 +27,23 @@ from punie.serving.config import ServerConfig
 SPECULATIVE_PATCHES = ("speculative-cache-key",)
 
 
+def server_config(
+    params: Params, model_path: str, draft: str | None = None, k: int | None = None
+) -> ServerConfig:
+    """The lab's server settings (params `server`) for one model, optionally with a draft."""
+    s = params.server
+    return ServerConfig(
+        model_path=model_path,
+        host=s.host,
+        temp=s.temp,
+        max_tokens=s.max_tokens,
+        prompt_cache_size=s.prompt_cache_size,
+        chat_template_args=s.chat_template_args or None,
+        draft_model=draft,
+        num_draft_tokens=k if draft else None,
+    )
+
+
 @dataclass(frozen=True)
 class Setup:
     """One configuration to measure: a server and how the agent talks to it."""
@@ -88,17 +105,7 @@ def setup(params: Params, o: Optimizations, levers: Sequence[str]) -> Setup:
         draft, k = o.draft, o.k
         if model == o.concise and o.concise_draft:
             draft = o.concise_draft
-    s = params.server
-    config = ServerConfig(
-        model_path=model,
-        host=s.host,
-        temp=s.temp,
-        max_tokens=s.max_tokens,
-        prompt_cache_size=s.prompt_cache_size,
-        chat_template_args=s.chat_template_args or None,
-        draft_model=draft,
-        num_draft_tokens=k,
-    )
+    config = server_config(params, model, draft, k)
     patches: list[str] = []
     request: dict[str, Any] = {}
     if "thinking_off" in levers:

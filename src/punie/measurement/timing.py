@@ -22,6 +22,7 @@ summaries.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -48,7 +49,7 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.toolsets import WrapperToolset
 from pydantic_ai.usage import UsageLimits
 
-from punie.agent.loop_guard import GUARD_FIELD, LoopGuardTransport
+from punie.agent.loop_guard import GUARD_FIELD, LoopGuardTransport, with_stream
 from punie.agent.production import build_agent, openai_model
 from punie.agent.queries import QueryFileError, load_queries, spread
 from punie.agent.tools import Workspace, workspace_toolset
@@ -255,19 +256,6 @@ class _TimedStream(httpx2.AsyncByteStream):
         await self._inner.aclose()
 
 
-def with_stream(
-    response: httpx2.Response, stream: httpx2.AsyncByteStream, request: httpx2.Request
-) -> httpx2.Response:
-    """`response` whose body is read through `stream` (a pass-through that takes timings)."""
-    return httpx2.Response(
-        status_code=response.status_code,
-        headers=response.headers,
-        stream=stream,
-        extensions=response.extensions,
-        request=request,
-    )
-
-
 class TimingTransport(httpx2.AsyncBaseTransport):
     """httpx transport that records each model request's body and stream timestamps."""
 
@@ -389,6 +377,17 @@ class Case:
     label: str
     set: str
     query: Query
+
+
+def add_queries_argument(parser: argparse.ArgumentParser) -> None:
+    """`--queries PATH...`: query files instead of the sets of params `queries`."""
+    parser.add_argument(
+        "--queries",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="query set YAML file(s) (default: every set of params queries)",
+    )
 
 
 def load_cases(sets: Mapping[str, Path] | Sequence[Path], per_set: int | None = None) -> list[Case]:

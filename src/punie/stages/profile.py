@@ -31,12 +31,13 @@ from punie import paths
 from punie.agent.queries import WARMUP, query_sets
 from punie.errors import StageError
 from punie.machine import machine_keys
-from punie.measurement.benchmark import params_agent, params_server, server_config
+from punie.measurement.benchmark import params_agent, params_server
 from punie.measurement.direct import direct_prompts, overhead_ratio, run_direct
+from punie.measurement.levers import server_config
 from punie.measurement.memory import ServerMemorySampler
 from punie.measurement.otlp import configure_otlp
 from punie.measurement.records import accuracy_by_set, latency_stats, summarize
-from punie.measurement.timing import load_cases, run_queries, run_query
+from punie.measurement.timing import add_queries_argument, load_cases, run_queries, run_query
 from punie.params import load_params
 from punie.reports.profile import markdown_report, print_summary
 from punie.results import check_writable, write_json, write_rows, write_text_atomic
@@ -71,13 +72,7 @@ COMPONENTS = ("generation", "tool", "overhead")
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--queries",
-        type=Path,
-        nargs="+",
-        metavar="PATH",
-        help="query set YAML file(s) (default: params queries.seed then queries.heldout)",
-    )
+    add_queries_argument(parser)
     parser.add_argument(
         "--out",
         type=Path,

@@ -28,7 +28,8 @@ from punie import paths
 from punie.agent.queries import query_sets
 from punie.errors import StageError
 from punie.machine import machine_keys
-from punie.measurement.benchmark import measure_configs, record_printer, server_config
+from punie.measurement.benchmark import measure_configs, record_printer
+from punie.measurement.levers import server_config
 from punie.measurement.records import (
     accuracy_by_set,
     answer_of,

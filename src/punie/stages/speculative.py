@@ -33,8 +33,8 @@ from punie.agent.production import build_agent, openai_model
 from punie.agent.queries import WARMUP, query_sets
 from punie.agent.tools import Workspace, workspace_toolset
 from punie.errors import StageError
-from punie.measurement.benchmark import params_server, server_config
-from punie.measurement.levers import SPECULATIVE_PATCHES, Setup
+from punie.measurement.benchmark import params_server
+from punie.measurement.levers import SPECULATIVE_PATCHES, Setup, server_config
 from punie.measurement.memory import ServerMemorySampler
 from punie.measurement.progress import Progress
 from punie.measurement.records import answer_of, latency_stats, summarize
@@ -46,6 +46,7 @@ from punie.measurement.timing import (
     TimedModel,
     TimedToolset,
     TimingTransport,
+    add_queries_argument,
     load_cases,
     run_query,
 )
@@ -76,13 +77,7 @@ def method(interleave: bool) -> str:
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--queries",
-        type=Path,
-        nargs="+",
-        metavar="PATH",
-        help="query set YAML file(s) (default: params queries.seed then queries.heldout)",
-    )
+    add_queries_argument(parser)
     parser.add_argument(
         "--out",
         type=Path,
