@@ -10,13 +10,13 @@ both hub ids from a staged cache and checks what the server will do.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from punie.models.hf_cache import resolve
 from punie.models.qwen3_package import BOS_ID, EOS_ID
 from punie.models.real_shape import DRAFT_ID, MAIN_ID, SMOKE_MAX_TOKENS, Recipe
 
@@ -206,8 +206,6 @@ def smoke_worker(request: dict[str, Any]) -> dict[str, Any]:
     thinking off, the seed's turns (tool call parsed by the tokenizer's own parser, or text);
     thinking on, that a `<think>` block closes and the answer ends; the draft at k=3 greedy
     gives the same tokens, and how many of them it drafted."""
-    os.environ["HF_HOME"] = request["hf_home"]
-    os.environ["HF_HUB_OFFLINE"] = "1"
     from mlx_lm import load
     from mlx_lm.generate import stream_generate
     from mlx_lm.utils import get_total_parameters
@@ -216,9 +214,11 @@ def smoke_worker(request: dict[str, Any]) -> dict[str, Any]:
     from punie.serving.render import prompt_ids
 
     t0 = time.perf_counter()
-    model, tokenizer = load(MAIN_ID)[:2]
+    # The ids through the lab's own cache lookup (no network call, no HF_HUB_OFFLINE).
+    hf_home = Path(request["hf_home"])
+    model, tokenizer = load(str(resolve(MAIN_ID, hf_home)))[:2]
     load_s = time.perf_counter() - t0
-    draft, draft_tok = load(DRAFT_ID)[:2]
+    draft, draft_tok = load(str(resolve(DRAFT_ID, hf_home)))[:2]
     parser = tokenizer.tool_parser
     out: dict[str, Any] = {
         "main_load_seconds": round(load_s, 2),
