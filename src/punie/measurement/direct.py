@@ -13,7 +13,6 @@ same BLAS preload as the server, while the server is stopped, so both see the sa
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from punie.measurement.progress import Progress, show_progress
 from punie.results import read_json, write_json
 from punie.serving.render import prompt_ids
-from punie.serving.runtime import MlxCommandError, run_captured
+from punie.serving.runtime import MlxCommandError, run_to_file
 
 if TYPE_CHECKING:
     from punie.measurement.records import QueryRecord
@@ -69,22 +68,17 @@ def run_direct(
     work_dir.mkdir(parents=True, exist_ok=True)
     src, dst = work_dir / "direct_in.json", work_dir / "direct_out.json"
     write_json(src, {"chat_template_args": chat_template_args or {}, "turns": turns})
-    dst.unlink(missing_ok=True)
-    args = [model_path, str(src), str(dst)]
-    try:
-        # Through the launcher: the child dies with this process, however it dies.
-        proc = run_captured(
-            "punie.measurement.direct",
-            args,
-            blas=blas,
-            timeout_s=timeout_s,
-            on_stderr=show_progress,  # `direct floor i/N turns, ETA m:ss`
-        )
-    except subprocess.TimeoutExpired:
-        raise MlxCommandError(f"direct generation took longer than {timeout_s:g}s") from None
-    if proc.returncode != 0 or not dst.exists():
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise MlxCommandError(f"direct generation exited with {proc.returncode}:\n{tail}")
+    # Through the launcher: the child dies with this process, however it dies.
+    run_to_file(
+        "punie.measurement.direct",
+        [model_path, str(src), str(dst)],
+        dst,
+        what="direct generation",
+        error=MlxCommandError,
+        blas=blas,
+        timeout_s=timeout_s,
+        on_stderr=show_progress,  # `direct floor i/N turns, ETA m:ss`
+    )
     return read_json(dst)["turns"]
 
 

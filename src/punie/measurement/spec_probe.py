@@ -11,7 +11,7 @@ models, renders the recorded agent request bodies with the chat template exactly
 
 It also times one main-model pass over k+1 tokens against a single-token pass (the verify
 cost Leviathan et al. take as 1). `punie.measurement.spec_probe.run_probe` starts it with OpenBLAS
-preloaded (`punie.serving.runtime.run_captured`, through the launcher); its progress lines
+preloaded (`punie.serving.runtime.run_to_file`, through the launcher); its progress lines
 (`acceptance probe i/N prompts, ETA m:ss`, stderr) reach the console as they come.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ from punie.measurement.speculative import (
     turn_kind,
 )
 from punie.serving.render import prompt_ids
-from punie.serving.runtime import run_captured
+from punie.serving.runtime import run_to_file
 
 
 def probe_body(request: dict[str, Any]) -> dict[str, Any]:
@@ -206,22 +205,17 @@ def run_probe(
     workdir.mkdir(parents=True, exist_ok=True)
     req_path, out_path = workdir / "probe_request.json", workdir / "probe_result.json"
     req_path.write_text(json.dumps(asdict(req)))
-    out_path.unlink(missing_ok=True)
-    args = [str(req_path), str(out_path)]
-    try:
-        # Through the launcher: the child dies with this process, however it dies.
-        proc = run_captured(
-            "punie.measurement.spec_probe",
-            args,
-            blas=blas,
-            timeout_s=timeout_s,
-            on_stderr=show_progress,  # `acceptance probe i/N prompts, ETA m:ss`
-        )
-    except subprocess.TimeoutExpired:
-        raise ProbeError(f"acceptance probe took longer than {timeout_s:.0f} s") from None
-    if proc.returncode != 0 or not out_path.exists():
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise ProbeError(f"acceptance probe exited with {proc.returncode}:\n{tail}")
+    # Through the launcher: the child dies with this process, however it dies.
+    run_to_file(
+        "punie.measurement.spec_probe",
+        [str(req_path), str(out_path)],
+        out_path,
+        what="acceptance probe",
+        error=ProbeError,
+        blas=blas,
+        timeout_s=timeout_s,
+        on_stderr=show_progress,  # `acceptance probe i/N prompts, ETA m:ss`
+    )
     return json.loads(out_path.read_text())
 
 

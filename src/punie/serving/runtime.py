@@ -202,6 +202,29 @@ def run_captured(
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
+def run_to_file(
+    module: str,
+    args: Sequence[str],
+    out: Path,
+    *,
+    what: str,
+    error: type[Exception],
+    blas: str = "auto",
+    timeout_s: float | None = None,
+    on_stderr: Callable[[str], None] | None = None,
+) -> None:
+    """`run_captured` for a module that writes its result to `out`: a timeout, a failed exit or
+    a missing `out` raises `error` naming `what` (with the end of the child's output)."""
+    out.unlink(missing_ok=True)
+    try:
+        proc = run_captured(module, args, blas=blas, timeout_s=timeout_s, on_stderr=on_stderr)
+    except subprocess.TimeoutExpired:
+        raise error(f"{what} took longer than {timeout_s:g} s") from None
+    if proc.returncode != 0 or not out.exists():
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise error(f"{what} exited with {proc.returncode}:\n{tail}")
+
+
 def _stream_stderr(
     proc: subprocess.Popen[str], on_stderr: Callable[[str], None], timeout_s: float | None
 ) -> tuple[str, str]:
