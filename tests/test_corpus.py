@@ -188,7 +188,7 @@ def test_direct_answers_are_sentences_without_control_tokens() -> None:
 def test_pydoc_answers_are_clean_first_sentences() -> None:
     from punie.models.corpus_topics import PYDOC_TERMS, pydoc_answer
 
-    for key in PYDOC_TERMS:
+    for key in dict(PYDOC_TERMS):
         text = pydoc_answer(key)
         assert text[0].isupper() or text[0].islower(), text
         assert text.endswith(".") and "::=" not in text and "*" not in text.replace("**", "")

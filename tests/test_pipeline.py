@@ -30,8 +30,12 @@ OUTPUTS = {
 }
 MODULE_NAME = re.compile(r"^punie(\.[a-z_0-9]+)+$")
 # Files a module reads at run time, which are code too: a stage that runs the module depends
-# on them (the server patches are diffs applied to mlx_lm.server).
-MODULE_DATA = {"src/punie/serving/patching.py": "src/punie/serving/patches"}
+# on them (the server patches are diffs applied to mlx_lm.server; the corpus's request
+# families are a table).
+MODULE_DATA = {
+    "src/punie/serving/patching.py": "src/punie/serving/patches",
+    "src/punie/models/corpus_text.py": "src/punie/models/families.yaml",
+}
 
 
 def module_file(name: str) -> Path | None:

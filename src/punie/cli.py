@@ -24,34 +24,24 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 # name -> (module, help). Modules are imported only for the chosen subcommand, so `--help`
 # stays fast and one stage's heavy imports never slow another.
 STAGES: dict[str, tuple[str, str]] = {
-    # DVC stages (dvc.yaml), in pipeline order
+    # the DVC stages (dvc.yaml) in pipeline order, then the tools from `doctor` on
     "bootstrap": ("punie.stages.bootstrap", "build the embedded default main and draft models"),
     "profile": ("punie.stages.profile", "measure where every second of an agent query goes"),
     "speculative": ("punie.stages.speculative", "benchmark baseline vs draft for each k"),
-    "speculative-report": (
-        "punie.stages.speculative_report",
-        "aggregate per-k results and choose the configuration",
-    ),
+    "speculative-report": ("punie.stages.speculative_report", "aggregate the runs, choose a k"),
     "gate": ("punie.stages.concise", "decide whether conciseness training is worth it"),
     "concise-data": ("punie.stages.concise", "build the concise data set (or a skipped marker)"),
     "retrain": ("punie.stages.retrain", "LoRA-train and fuse the concise model (or skip)"),
-    "concise-draft": (
-        "punie.stages.concise_draft",
-        "distil the draft on the concise model's answers (or keep it)",
-    ),
+    "concise-draft": ("punie.stages.concise_draft", "distil the draft on concise answers"),
     "final": ("punie.stages.final", "benchmark baseline vs optimized configuration"),
     "summary": ("punie.stages.summary", "write the headline keys of every stage's metrics"),
-    # tools
     "doctor": ("punie.commands.doctor", "check the configured model pair in seconds"),
     "eval": ("punie.commands.evaluate", "check the built models through the real server"),
     "step-cost": ("punie.commands.train_cost", "time a training step per batch length"),
     "blas-benchmark": ("punie.commands.train_cost", "time training with and without OpenBLAS"),
     "readme": ("punie.commands.readme", "write the README results section from the metrics"),
     "reliability": ("punie.commands.reliability", "print the reliability figures table"),
-    "real-shape": (
-        "punie.commands.real_shape",
-        "build the real-shape Qwen3 pair (5-bit MoE main, 4-bit draft) as hub ids in an HF cache",
-    ),
+    "real-shape": ("punie.commands.real_shape", "build the real-shape Qwen3 pair as hub ids"),
 }
 
 

@@ -6,13 +6,23 @@ params.yaml is the one home of every value: no field here has a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 
 from punie import paths
 from punie.errors import ParamsError
+from punie.results import read_yaml
+
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 # What the final stage can add to the seed's configuration (punie.measurement.levers).
 LEVERS = ("thinking_off", "loop_guard", "server_path", "speculative", "concise")
@@ -35,18 +45,18 @@ class Models(_Section):
 class Server(_Section):
     host: str
     temp: float = Field(ge=0.0)
-    max_tokens: int = Field(ge=1)
-    prompt_cache_size: int = Field(ge=1)
-    ready_timeout_s: float = Field(gt=0)  # floor of the readiness wait
+    max_tokens: PositiveInt
+    prompt_cache_size: PositiveInt
+    ready_timeout_s: PositiveFloat  # floor of the readiness wait
     ready_timeout_per_gb_s: float = Field(ge=0)  # added per GB of the server's weights
-    request_timeout_s: float = Field(gt=0)
+    request_timeout_s: PositiveFloat
     chat_template_args: dict[str, Any]
 
 
 class AgentParams(_Section):
     workspace: str
     loop_guard_words: int = Field(ge=2)
-    tool_timeout_s: float = Field(gt=0)
+    tool_timeout_s: PositiveFloat
     tool_output_cap: int = Field(ge=100)
 
 
@@ -60,24 +70,24 @@ class Queries(_Section):
     wording: str
     # At most this many queries of each set, evenly spread through the file (None: all): a
     # 30B model on a Mac pays seconds per query, in every configuration of every stage.
-    per_set: int | None = Field(ge=1)
+    per_set: PositiveInt | None
 
 
 class CorpusSizes(_Section):
-    train: int = Field(ge=1)
-    valid: int = Field(ge=1)
-    test: int = Field(ge=1)
+    train: PositiveInt
+    valid: PositiveInt
+    test: PositiveInt
     # Share of tool queries whose second-turn answer is trained too. Those rows carry the
     # tool output and are the longest; the first-turn decision is what accuracy rests on.
-    answer_share: float = Field(ge=0.0, le=1.0)
+    answer_share: Share
     # Share of conceptual questions about a made-up term, so that "What is <term>?" is
     # answered directly for terms never seen in training (the held-out topics are unseen).
-    nonce_share: float = Field(ge=0.0, le=1.0)
+    nonce_share: Share
     # Second-turn answers are trained only where the tool output is at most this many
     # characters (0: any length); the longest rows cost the most training time per row.
     answer_max_chars: int = Field(ge=0)
-    tool_share: float = Field(ge=0.0, le=1.0)  # share of queries that call a tool
-    processes: int = Field(ge=1)  # worker processes rendering the corpus at once
+    tool_share: Share  # share of queries that call a tool
+    processes: PositiveInt  # worker processes rendering the corpus at once
 
 
 class TokenizerParams(_Section):
@@ -93,16 +103,16 @@ class TokenizerParams(_Section):
 
 class ModelShape(_Section):
     hidden_size: int = Field(ge=8)
-    num_hidden_layers: int = Field(ge=1)
-    num_attention_heads: int = Field(ge=1)
-    num_key_value_heads: int = Field(ge=1)
+    num_hidden_layers: PositiveInt
+    num_attention_heads: PositiveInt
+    num_key_value_heads: PositiveInt
     intermediate_size: int = Field(ge=8)
-    iters: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    learning_rate: float = Field(gt=0)
+    iters: PositiveInt
+    batch_size: PositiveInt
+    learning_rate: PositiveFloat
     max_seq_length: int = Field(ge=16)
     val_batches: int = Field(ge=-1)  # -1: the whole valid split
-    blas_threads: int = Field(ge=1)  # OpenBLAS threads of this model's trainer
+    blas_threads: PositiveInt  # OpenBLAS threads of this model's trainer
 
     @field_validator("val_batches")
     @classmethod
@@ -116,11 +126,11 @@ class Distill(_Section):
     """Fine-tune the draft on the main model's greedy answers (0 rows: no distillation)."""
 
     rows: int = Field(ge=0)  # train prompts answered by the main model
-    valid_rows: int = Field(ge=1)
-    max_tokens: int = Field(ge=1)
-    iters: int = Field(ge=1)
-    learning_rate: float = Field(gt=0)
-    processes: int = Field(ge=1)  # teacher processes answering at once
+    valid_rows: PositiveInt
+    max_tokens: PositiveInt
+    iters: PositiveInt
+    learning_rate: PositiveFloat
+    processes: PositiveInt  # teacher processes answering at once
 
 
 class Bootstrap(_Section):
@@ -132,15 +142,15 @@ class Bootstrap(_Section):
 
 
 class Profile(_Section):
-    repeats: int = Field(ge=1)
-    max_turns: int = Field(ge=1)
+    repeats: PositiveInt
+    max_turns: PositiveInt
     otlp_endpoint: str | None
 
 
 class Speculative(_Section):
     num_draft_tokens: list[int] = Field(min_length=1)
-    repeats: int = Field(ge=1)
-    memory_budget_mb: float = Field(gt=0)
+    repeats: PositiveInt
+    memory_budget_mb: PositiveFloat
     control: bool  # also measure the draft server with k=0 (nothing drafted)
     # Baseline and draft servers up together, queries alternating; false: one at a time
     # (a 30B pair on a 32 GB Mac), each server's configurations still alternating.
@@ -160,10 +170,10 @@ class Lora(_Section):
     # the retrain stage keeps the candidate with the fewest completion tokens among those that
     # lose no accuracy. A single number (`iters: 40`) is a sweep of one.
     iters: list[int] = Field(min_length=1)
-    rank: int = Field(ge=1)
-    learning_rate: float = Field(gt=0)
+    rank: PositiveInt
+    learning_rate: PositiveFloat
     num_layers: int = Field(ge=-1)
-    batch_size: int = Field(ge=1)
+    batch_size: PositiveInt
     max_seq_length: int = Field(ge=16)
 
     @field_validator("iters", mode="before")
@@ -182,10 +192,10 @@ class Lora(_Section):
 
 
 class Conciseness(_Section):
-    generation_share_threshold: float = Field(ge=0.0, le=1.0)
+    generation_share_threshold: Share
     force: bool | None
-    tool_examples: int = Field(ge=1)
-    direct_examples: int = Field(ge=1)
+    tool_examples: PositiveInt
+    direct_examples: PositiveInt
     # Which concise answers keep the verbose style's one-phrase opener: a text answer's
     # first token is the decision's alternative to `<tool_call>`, and a LoRA that unlearns
     # the opener moves that decision (see params.yaml).
@@ -198,16 +208,16 @@ class Conciseness(_Section):
     on_regression: Literal["keep_main", "fail"]
     # Servers checking the main model and the candidates at the same time (answers only:
     # the stage compares decisions and tokens, never their timings); 1 for a 30B model.
-    parallel_servers: int = Field(ge=1)
+    parallel_servers: PositiveInt
     lora: Lora
     # Distil the chosen draft on the concise model's answers (rows 0: keep the draft as is).
     draft: Distill
 
 
 class Final(_Section):
-    repeats: int = Field(ge=1)
-    memory_budget_mb: float = Field(gt=0)
-    latency_ratio_target: float = Field(gt=0)
+    repeats: PositiveInt
+    memory_budget_mb: PositiveFloat
+    latency_ratio_target: PositiveFloat
     interleave: bool
     acceptance_prompts: int = Field(ge=0)
     levers: list[str]
@@ -259,11 +269,5 @@ def parse_params(data: Any, source: Path = paths.PARAMS) -> Params:
 
 
 def load_params(path: Path = paths.PARAMS) -> Params:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: file not found (run from the project root)") from None
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
-    return parse_params(data, path)
+    data = read_yaml(path, ParamsError, " (run from the project root)")
+    return parse_params(data, Path(path))

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from punie.errors import StageError
 
 
@@ -78,6 +80,16 @@ def write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def read_yaml(path: Path, error: type[Exception], hint: str = "") -> Any:
+    """`path` parsed as YAML; a missing or malformed file raises `error` naming the path."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: file not found{hint}") from None
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML: {e}") from None
 
 
 def read_object(path: Path) -> dict[str, Any]:

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from punie.params import QUERY_SETS
+from punie.results import read_yaml
 
 if TYPE_CHECKING:
     from punie.params import Params
@@ -66,12 +65,7 @@ def _parse_entry(entry: Any, where: str) -> Query:
 
 def load_queries(path: Path | str) -> list[Query]:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise QueryFileError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise QueryFileError(f"{path}: not valid YAML: {e}") from None
+    data = read_yaml(path, QueryFileError)
     if not isinstance(data, list) or not data:
         raise QueryFileError(f"{path}: expected a non-empty YAML list of queries")
     queries = [_parse_entry(entry, f"{path}: entry {i}") for i, entry in enumerate(data)]

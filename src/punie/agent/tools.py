@@ -16,6 +16,7 @@ import signal
 import stat
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,13 +110,18 @@ def _path_problem(path: str) -> str | None:
     return None
 
 
+def _guarded(ws: Workspace, verb: str, tool: Callable[[Workspace, str], str], arg: str) -> str:
+    """`tool(ws, arg)` capped; an exception becomes an error: message naming `verb` and `arg`."""
+    try:
+        out = tool(ws, arg)
+    except Exception as e:  # the agent gets a message, never a traceback
+        out = f"error: could not {verb} {arg!r}: {type(e).__name__}: {e}"
+    return _cap(out, ws.output_cap)
+
+
 def read_file(ws: Workspace, path: str) -> str:
     """Content of a text file inside the workspace (capped), or a refused:/error: message."""
-    try:
-        out = _read_file(ws, path)
-    except Exception as e:  # the agent gets a message, never a traceback
-        out = f"error: could not read {path!r}: {type(e).__name__}: {e}"
-    return _cap(out, ws.output_cap)
+    return _guarded(ws, "read", _read_file, path)
 
 
 def _read_file(ws: Workspace, path: str) -> str:
@@ -210,11 +216,7 @@ def _command_problem(command: str) -> str | None:
 
 def run_command(ws: Workspace, command: str) -> str:
     """Output of one allow-listed read-only command run in the workspace, or a refused:/error:."""
-    try:
-        out = _run_command(ws, command)
-    except Exception as e:  # the agent gets a message, never a traceback
-        out = f"error: could not run {command!r}: {type(e).__name__}: {e}"
-    return _cap(out, ws.output_cap)
+    return _guarded(ws, "run", _run_command, command)
 
 
 def _run_command(ws: Workspace, command: str) -> str:

@@ -25,17 +25,9 @@ from punie import paths
 from punie.agent.queries import QueryFileError, load_queries
 from punie.errors import ParamsError
 from punie.params import load_params
+from punie.serving import preflight
 from punie.serving.hub import weights_bytes
-from punie.serving.preflight import (
-    Check,
-    load_tokenizer,
-    memory,
-    present,
-    shared_tokenizer,
-    template_renders_tools,
-    thinking_switch,
-    tool_parser,
-)
+from punie.serving.preflight import Check
 
 if TYPE_CHECKING:
     from punie.params import Params
@@ -119,17 +111,17 @@ def first_request(params: Params) -> dict[str, Any]:
 def diagnose(params: Params, main: str, draft: str | None):
     """The checks, one at a time (each printed as it finishes)."""
     template_args = dict(params.server.chat_template_args)
-    main_check, main_dir = present("models.main", main)
+    main_check, main_dir = preflight.present("models.main", main)
     yield main_check
     draft_dir = None
     if draft is None:
         yield Check.skip("models.draft present", "no draft configured (models.draft: null)")
     else:
-        draft_check, draft_dir = present("models.draft", draft)
+        draft_check, draft_dir = preflight.present("models.draft", draft)
         yield draft_check
     name = "main and draft share a tokenizer"
     if main_dir is not None and draft_dir is not None:
-        yield shared_tokenizer(main_dir, draft_dir)
+        yield preflight.shared_tokenizer(main_dir, draft_dir)
     else:
         yield Check.skip(name, "needs both models present")
     tokenizer_checks = (
@@ -142,17 +134,19 @@ def diagnose(params: Params, main: str, draft: str | None):
             yield Check.skip(n, "needs the main model present")
     else:
         try:
-            tokenizer = load_tokenizer(main_dir)
+            tokenizer = preflight.load_tokenizer(main_dir)
         except Exception as e:  # transformers and mlx-lm raise many kinds for a bad tokenizer
             yield Check("main tokenizer loads", False, f"{type(e).__name__}: {e}")
             for n in tokenizer_checks:
                 yield Check.skip(n, "needs the main model's tokenizer")
         else:
-            yield tool_parser(main_dir, tokenizer)
+            yield preflight.tool_parser(main_dir, tokenizer)
             body = first_request(params)
-            yield template_renders_tools(tokenizer, body, template_args)
-            yield thinking_switch(tokenizer, body, template_args, params.server.max_tokens)
+            yield preflight.template_renders_tools(tokenizer, body, template_args)
+            yield preflight.thinking_switch(
+                tokenizer, body, template_args, params.server.max_tokens
+            )
     if main_dir is None:
         yield Check.skip("memory", "needs the main model present (its weights' size)")
     else:
-        yield memory(params, weights_bytes(main_dir), weights_bytes(draft_dir))
+        yield preflight.memory(params, weights_bytes(main_dir), weights_bytes(draft_dir))

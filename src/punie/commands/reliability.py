@@ -38,13 +38,7 @@ REQUIRED = (
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--report",
-        type=Path,
-        default=paths.RELIABILITY,
-        metavar="PATH",
-        help=f"default: {paths.RELIABILITY}",
-    )
+    paths.add_path_option(parser, "--report", paths.RELIABILITY, "the reliability figures")
     parser.add_argument(
         "--readme",
         nargs="?",

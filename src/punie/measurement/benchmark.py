@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from punie.agent.queries import WARMUP
 from punie.measurement.levers import Setup
 from punie.measurement.memory import ServerMemorySampler
-from punie.measurement.timing import run_query, timed_agent
+from punie.measurement.timing import run_case, run_query, timed_agent
 from punie.serving.config import ServerConfig
 from punie.serving.hub import GB, is_hub_id, resolve_model, weights_bytes
 from punie.serving.server import ServerError, ServerProcess
@@ -140,12 +140,10 @@ def _query_timeout(params: Params) -> float:
 
 
 async def _run_one(params: Params, live: _Live, case: Case, repeat: int) -> QueryRecord:
-    record = await run_query(
+    record = await run_case(
         live.agent,
-        case.query,
-        label=case.label,
-        set_name=case.set,
-        repeat=repeat,
+        case,
+        repeat,
         timeout_s=_query_timeout(params),
         max_turns=params.profile.max_turns,
     )

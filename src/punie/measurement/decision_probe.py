@@ -14,14 +14,13 @@ lines (`decision probe i/N prompts, ETA m:ss`) as they come.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from punie.measurement.progress import Progress
 from punie.serving.render import prompt_ids
+from punie.serving.runtime import worker_main
 
 TOOL_TOKEN = "<tool_call>"
 
@@ -80,18 +79,9 @@ def probe(model_path: str, cases: Sequence[dict[str, Any]], template_args: dict[
     return {name: margin_figures(*pe) for name, pe in by_set.items()}
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(
-            "usage: python -m punie.measurement.decision_probe REQUEST.json RESULT.json",
-            file=sys.stderr,
-        )
-        return 2
-    req = json.loads(Path(argv[0]).read_text())
-    result = probe(req["model"], req["cases"], req.get("chat_template_args") or {})
-    Path(argv[1]).write_text(json.dumps(result, indent=2))
-    return 0
+def _work(req: dict[str, Any]) -> dict[str, Any]:
+    return probe(req["model"], req["cases"], req.get("chat_template_args") or {})
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(worker_main("punie.measurement.decision_probe", _work, sys.argv[1:]))

@@ -7,7 +7,7 @@ kept across turns and trimmed to the common prefix, like the server's own cache,
 floor gets the same prefix reuse the pipeline got. Pipeline generation time / direct time
 is the pipeline's overhead ratio.
 
-Runs in a subprocess (`python -m punie.measurement.direct MODEL IN.json OUT.json`) with the
+Runs in a subprocess (`python -m punie.measurement.direct REQUEST.json RESULT.json`) with the
 same BLAS preload as the server, while the server is stopped, so both see the same machine.
 """
 
@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from punie.measurement.progress import Progress, show_progress
-from punie.results import read_json, write_json
 from punie.serving.render import prompt_ids
-from punie.serving.runtime import MlxCommandError, run_to_file
+from punie.serving.runtime import run_json, worker_main
 
 if TYPE_CHECKING:
     from punie.measurement.records import QueryRecord
@@ -65,21 +64,18 @@ def run_direct(
     timeout_s: float = 1800.0,
 ) -> list[dict[str, Any]]:
     """Time each turn directly in a subprocess; returns one timing row per input turn."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    src, dst = work_dir / "direct_in.json", work_dir / "direct_out.json"
-    write_json(src, {"chat_template_args": chat_template_args or {}, "turns": turns})
+    request = {"model": model_path, "chat_template_args": chat_template_args or {}, "turns": turns}
     # Through the launcher: the child dies with this process, however it dies.
-    run_to_file(
+    result = run_json(
         "punie.measurement.direct",
-        [model_path, str(src), str(dst)],
-        dst,
+        request,
+        work_dir,
         what="direct generation",
-        error=MlxCommandError,
         blas=blas,
         timeout_s=timeout_s,
         on_stderr=show_progress,  # `direct floor i/N turns, ETA m:ss`
     )
-    return read_json(dst)["turns"]
+    return result["turns"]
 
 
 def overhead_ratio(rows: Sequence[dict[str, Any]]) -> float | None:
@@ -150,17 +146,9 @@ def _time_turns(model_path: str, turns: list[dict[str, Any]], template_args: dic
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 3:
-        print("usage: python -m punie.measurement.direct MODEL IN.json OUT.json", file=sys.stderr)
-        return 2
-    model_path, src, dst = args
-    data = read_json(Path(src))
-    rows = _time_turns(model_path, data["turns"], data.get("chat_template_args") or {})
-    write_json(Path(dst), {"turns": rows})
-    return 0
+def _work(req: dict[str, Any]) -> dict[str, Any]:
+    return {"turns": _time_turns(req["model"], req["turns"], req["chat_template_args"])}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(worker_main("punie.measurement.direct", _work, sys.argv[1:]))

@@ -223,9 +223,9 @@ def _turn_record(i: int, turn: TurnTrace, t0: float) -> TurnRecord:
 def build_record(
     trace: QueryTrace,
     query: Query,
-    *,
     t0: float,
     t1: float,
+    *,
     label: str,
     set_name: str,
     repeat: int,

@@ -11,13 +11,12 @@ models, renders the recorded agent request bodies with the chat template exactly
 
 It also times one main-model pass over k+1 tokens against a single-token pass (the verify
 cost Leviathan et al. take as 1). `punie.measurement.spec_probe.run_probe` starts it with OpenBLAS
-preloaded (`punie.serving.runtime.run_to_file`, through the launcher); its progress lines
+preloaded (`punie.serving.runtime.run_json`, through the launcher); its progress lines
 (`acceptance probe i/N prompts, ETA m:ss`, stderr) reach the console as they come.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from punie.measurement.speculative import (
     turn_kind,
 )
 from punie.serving.render import prompt_ids
-from punie.serving.runtime import run_to_file
+from punie.serving.runtime import run_json, worker_main
 
 
 def probe_body(request: dict[str, Any]) -> dict[str, Any]:
@@ -202,34 +201,22 @@ def run_probe(
 ) -> dict[str, Any]:
     """Run `probe` in a subprocess with the mlx environment (OpenBLAS preloaded)."""
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    req_path, out_path = workdir / "probe_request.json", workdir / "probe_result.json"
-    req_path.write_text(json.dumps(asdict(req)))
     # Through the launcher: the child dies with this process, however it dies.
-    run_to_file(
+    return run_json(
         "punie.measurement.spec_probe",
-        [str(req_path), str(out_path)],
-        out_path,
+        asdict(req),
+        workdir,
         what="acceptance probe",
         error=ProbeError,
         blas=blas,
         timeout_s=timeout_s,
         on_stderr=show_progress,  # `acceptance probe i/N prompts, ETA m:ss`
     )
-    return json.loads(out_path.read_text())
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(
-            "usage: python -m punie.measurement.spec_probe REQUEST.json RESULT.json",
-            file=sys.stderr,
-        )
-        return 2
-    req = ProbeRequest(**json.loads(Path(argv[0]).read_text()))
-    Path(argv[1]).write_text(json.dumps(probe(req), indent=2))
-    return 0
+def _work(req: dict[str, Any]) -> dict[str, Any]:
+    return probe(ProbeRequest(**req))
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(worker_main("punie.measurement.spec_probe", _work, sys.argv[1:]))

@@ -14,17 +14,16 @@ that OpenBLAS is preloaded as for every mlx process of the lab (`punie-lab boots
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 from punie.measurement.progress import Progress
+from punie.serving.runtime import worker_main
 
 
 def epoch_shares(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -117,16 +116,5 @@ def kernels(hidden: int, intermediate: int, reps: int = 20) -> dict[str, float]:
     }
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(
-            "usage: python -m punie.measurement.step_cost REQUEST.json RESULT.json", file=sys.stderr
-        )
-        return 2
-    result = measure(json.loads(Path(argv[0]).read_text()))
-    Path(argv[1]).write_text(json.dumps(result))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(worker_main("punie.measurement.step_cost", measure, sys.argv[1:]))

@@ -360,8 +360,8 @@ async def run_query(
     return build_record(
         trace,
         query,
-        t0=t0,
-        t1=t1,
+        t0,
+        t1,
         label=label,
         set_name=set_name,
         repeat=repeat,
@@ -405,6 +405,26 @@ def load_cases(sets: Mapping[str, Path] | Sequence[Path], per_set: int | None = 
     return cases
 
 
+async def run_case(
+    agent: Agent[Any, Any],
+    case: Case,
+    repeat: int,
+    *,
+    timeout_s: float | None,
+    max_turns: int | None,
+) -> QueryRecord:
+    """`run_query` for one case, labelled with its name and set."""
+    return await run_query(
+        agent,
+        case.query,
+        label=case.label,
+        set_name=case.set,
+        repeat=repeat,
+        timeout_s=timeout_s,
+        max_turns=max_turns,
+    )
+
+
 async def run_queries(
     agent: Agent[Any, Any],
     cases: Sequence[Case],
@@ -418,15 +438,7 @@ async def run_queries(
     records: list[QueryRecord] = []
     for repeat in range(repeats):
         for case in cases:
-            record = await run_query(
-                agent,
-                case.query,
-                label=case.label,
-                set_name=case.set,
-                repeat=repeat,
-                timeout_s=timeout_s,
-                max_turns=max_turns,
-            )
+            record = await run_case(agent, case, repeat, timeout_s=timeout_s, max_turns=max_turns)
             records.append(record)
             if on_record is not None:
                 on_record(record)

@@ -26,7 +26,10 @@ import functools
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from punie.models.corpus_topics import (
     API,
@@ -123,15 +126,8 @@ QUESTION_PREFIXES = ("",) * 14 + (
 )
 QUESTION_SUFFIXES = ("",) * 10 + (" thanks", ", thx", " (just curious)", " please")
 # Only conceptual questions get these: they say outright that the project is not meant.
-DIRECT_PREFIXES = (
-    "general question: ",
-    "not about this repo, but ",
-    "i'm learning django: ",
-    "newbie question: ",
-    "in general, ",
-    "conceptually, ",
-    "for an interview: ",
-)
+DIRECT_PREFIXES = ("general question: ", "not about this repo, but ", "i'm learning django: ",
+                   "newbie question: ", "in general, ", "conceptually, ", "for an interview: ")  # fmt: skip
 
 PREFIXES = {"imperative": IMPERATIVE_PREFIXES, "question": QUESTION_PREFIXES}
 SUFFIXES = {"imperative": IMPERATIVE_SUFFIXES, "question": QUESTION_SUFFIXES}
@@ -211,262 +207,19 @@ class Family:
     frames: tuple[str, ...]
 
 
-RC, RF = "run_command", "read_file"
+def _families(side: str) -> dict[str, Family]:
+    """The `side` ("tool" or "direct") request families of families.yaml, in file order."""
+    data = yaml.safe_load(FAMILIES_FILE.read_text())[side]
+    return {
+        name: Family(f["tool"], f["style"], f["weight"], tuple(f["frames"]))
+        for name, f in data.items()
+    }
 
-TOOL_FAMILIES: dict[str, Family] = {
-    # things in the code, by category ("views", "celery tasks", "DecimalFields")
-    "things_find": Family(RC, "imperative", 0.10, (
-        "find {all}{thing}{loc}", "list {all}{thing}{loc}", "show me {all}{thing}{loc}",
-        "search for {thing}{loc}", "search the codebase for {thing}", "search our code for {thing}",
-        "look for {thing}{loc}", "locate {all}{thing}{loc}", "grep for {thing}{loc}",
-        "get me {all}{thing}{loc}", "pull up {all}{thing}{loc}", "give me a list of {all}{thing}{loc}",
-        "dig up {all}{thing}{loc}", "track down {all}{thing}{loc}", "point me to {all}{thing}{loc}",
-        "find the places where we use {thing}", "find all the spots that use {thing}",
-        "list every file with {thing}{loc}", "enumerate {all}{thing}{loc}", "scan the repo for {thing}",
-        "hunt for {thing}{loc}", "round up {all}{thing}{loc}",
-    )),
-    "things_ask": Family(RC, "question", 0.12, (
-        "where are {all}{thing}{loc}", "where do we have {thing}", "where do we use {thing}",
-        "which files have {thing}{loc}", "which files contain {thing}", "which modules use {thing}",
-        "what {thing} do we have{loc}", "what {thing} are there{loc}", "what {thing} exist{loc}",
-        "are there any {thing}{loc}", "do we have any {thing}{loc}", "does our code have {thing}",
-        "does our code use {thing}", "does the codebase use {thing}", "does this project have {thing}",
-        "does the project use any {thing}", "have we got any {thing}{loc}", "got any {thing}{loc}",
-        "any {thing}{loc}", "can you tell me where the {thing} are", "can you check if we have {thing}{loc}",
-        "could you check whether the code has {thing}", "i wonder if we have any {thing}{loc}",
-        "do we use {thing} anywhere", "is there anything like {thing}{loc}", "are we using {thing}{loc}",
-        "did we write any {thing}", "did anyone add {thing}{loc}", "which of our files have {thing}",
-        "what uses {thing} in this codebase", "show me which files have {thing}",
-        "where in the code are the {thing}", "which parts of the code have {thing}",
-    )),
-    "count": Family(RC, "question", 0.05, (
-        "how many {thing} are there{loc}",
-        "how many {thing} does the project have", "how many {thing} does our code have",
-        "count {all}{thing}{loc}", "count up {all}{thing}", "number of {thing}{loc}",
-        "what's the total number of {thing}{loc}", "how many {thing} altogether",
-        "total count of {thing}{loc}", "give me a count of {thing}{loc}", "tally {all}{thing}",
-        "how many {thing} exist{loc}", "how many {thing} have we written",
-    )),
-    "symbol_find": Family(RC, "imperative", 0.07, (
-        "find {sym}", "find the {sym} {kind}", "locate {sym}", "locate the {sym} {kind}",
-        "show me {sym}", "show me the {sym} {kind}", "show me the code for {sym}", "jump to {sym}",
-        "look up {sym}", "open the {sym} {kind}", "pull up {sym}", "bring up the {sym} {kind}",
-        "find where {sym} is defined", "find the definition of {sym}",
-        "show me the definition of {sym}", "show me what {sym} looks like",
-        "show me what our {sym} {kind} looks like", "i need the {sym} {kind}",
-        "let me see the {sym} {kind}", "get me the source of {sym}", "find me the {sym} {kind}",
-        "show me the {sym} implementation", "go to the {sym} {kind}",
-    )),
-    "symbol_where": Family(RC, "question", 0.10, (
-        "where is {sym} defined", "where's {sym} defined", "where is {sym}", "where's {sym}",
-        "where's the {sym} {kind}", "where do we define {sym}", "where does {sym} live",
-        "where can i find {sym}", "which file defines {sym}", "which file has the {sym} {kind}",
-        "which module is {sym} in", "what file is {sym} in", "in which file is {sym} defined",
-        "is there a {sym} {kind}{loc}", "do we have a {sym} {kind}{loc}",
-        "does the project have a {sym} {kind}", "have we got a {sym} {kind}", "does {sym} exist{loc}",
-        "is {sym} defined anywhere", "does our code define {sym}", "did we ever write a {sym} {kind}",
-        "is there already a {sym} {kind}", "what does our {sym} {kind} look like",
-        "what does the {sym} {kind} look like in our code", "how is {sym} implemented{loc}",
-        "how does our {sym} {kind} work", "what does {sym} do in our code", "what does our {sym} do",
-        "what does our {sym} return", "what arguments does our {sym} take",
-        "what does {sym} return in this project", "any {sym} {kind} in this repo",
-    )),
-    "symbol_use": Family(RC, "question", 0.08, (
-        "where is {sym} used", "where do we use {sym}", "where do we call {sym}", 
-        "what calls {sym}", "which files import {sym}", "which modules use {sym}",
-        "is {sym} used anywhere", "do we still use {sym}", "does anything call {sym}",
-        "is {sym} imported anywhere", "is anything using {sym}", "how many places use {sym}",
-        "find usages of {sym}", "find every call to {sym}", "find references to {sym}{loc}",
-        "search for {sym}{loc}", "search the repo for {sym}", "grep for {sym}", "grep -rn {sym}",
-        "grep -r {sym} .", "rg {sym}", "show me where {sym} is used", "show me every use of {sym}",
-        "list the callers of {sym}", "list the files that import {sym}",
-    )),
-    "setting": Family(RC, "question", 0.08, (
-        "where is {setting} configured", "where do we set {setting}", "where's {setting} set",
-        "is {setting} set anywhere", "is {setting} configured{loc}", "do we set {setting}{loc}",
-        "do we configure {setting}", "have we configured {setting}", "find the {setting} setting",
-        "search the settings for {setting}", "grep the settings for {setting}",
-        "look up {setting} in the settings", "check whether {setting} is set{loc}",
-        "can you check if {setting} is defined", 
-        "what's {setting} set to in our settings", "what value does {setting} have{sloc}",
-        "what did we set {setting} to", "how did we configure {setting}", "what's our {setting}",
-        "which value do we use for {setting}", "is {setting} turned on for us",
-        "is {setting} enabled in our settings", "do we override {setting}",
-    )),
-    "attr": Family(RC, "question", 0.04, (
-        "what {attr} does {model}.{field} have", "what {attr} did we use for {model}.{field}",
-        "which {attr} is set on {model}.{field}", "what's the {attr} of the {field} field on {model}",
-        "is {attr} set on {model}.{field}", "how is {model}.{field} defined",
-        "what type is the {field} field of {model}", "what kind of field is {model}.{field}",
-        "find the {field} field of {model}", "show me how {field} is declared on {model}",
-        "what did we make {model}.{field}",
-    )),
-    "behaviour": Family(RC, "question", 0.06, (
-        "where do we {act}", "how do we {act} in this project", "show me how we {act}",
-        "find the code where we {act}", "do we {act} anywhere", "where in the code do we {act}",
-        "which file has the logic to {act}", "point me to where we {act}", "what code do we use to {act}",
-        "where does this project {act}", "is there code here that we use to {act}",
-        "how does our code {act}", "which function do we call to {act}",
-    )),
-    "tests": Family(RC, "question", 0.05, (
-        "did anyone write tests for {feature}", "has anybody tested {feature}",
-        "did we ever write a test for {feature}", "is there a test for {feature}",
-        "are there tests for {feature}", "do we test {feature}", "do we have tests covering {feature}",
-        "which tests cover {feature}", "what tests do we have for {feature}", "is {feature} tested{loc}",
-        "is {feature} covered by tests", "find the tests for {feature}",
-        "show me the tests for {feature}", "list the tests that touch {feature}",
-        "any tests for {feature}",
-    )),
-    "wc": Family(RC, "question", 0.07, (
-        "how many lines does {p} have", "how long is {p}",
-        "line count of {p}", "line count for {p}", "wc -l {p}", "number of lines in {p}",
-        "count how many lines {p} has", "get me the line count of {p}",
-        "how many lines of code is {p}", "how big is {p}", "what's the length of {p} in lines",
-        "size of {p} in lines", "tell me how many lines {p} is", "count up the lines of {p}",
-        "give me a line count for {p}", "how many lines long is {p}", "lines in {p}, how many",
-        "count {p}'s lines", "line total for {p}",
-    )),
-    "lines_dir": Family(RC, "question", 0.02, (
-        "how many lines of code are in {dir}", "how big is the {dir} app", "line counts for {dir}",
-        "count lines per file in {dir}", "how much code is in {dir}",
-        "how many lines does each file in {dir} have",
-    )),
-    "ls": Family(RC, "imperative", 0.035, (
-        "ls {dir}", "ls {dir}/", "ls -l {dir}", "ls -la {dir}", "list {dir}", "list {dir}/",
-        "list the {dir} {folder}", "list everything in {dir}", "list what's in {dir}",
-        "show me the {dir} {folder}", "show the files in {dir}", "show me what's in {dir}",
-        "browse {dir}", "give me a directory listing of {dir}",
-    )),
-    "ls_ask": Family(RC, "question", 0.03, (
-        "what's in the {dir} {folder}", "what is in {dir}/", "what files are in {dir}",
-        "what files live in the {dir} {folder}", "which files are under {dir}",
-        "what does the {dir} {folder} contain", "what's under {dir}/", "contents of the {dir} {folder}",
-        "which modules does the {dir} {folder} have", "what's inside the {dir} {folder}",
-    )),
-    "top": Family(RC, "imperative", 0.01, (
-        "ls", "ls -la", "list the repo root", "show the project layout", "list our django apps",
-        "give me an overview of the repo layout", "show me the directory tree",
-    )),
-    "top_ask": Family(RC, "question", 0.01, (
-        "what's at the top level of the repo", "what apps does this project have",
-        "which django apps do we have", "what's the structure of this repo",
-        "what folders are in this project", "what's in the root of the workspace",
-    )),
-    "grep": Family(RC, "imperative", 0.06, (
-        "grep -rn {word}", "grep -rn {word} .", "grep -r {word} {dir}", "grep -i {word}",
-        "grep for {word}", "grep the code for {word}", "grep {word} in {dir}", "grep {word} under {dir}",
-        "rg {word}", "rg {word} {dir}", "search for {word}{loc}", "search {word}",
-        "find {word} in the code", "look for {word}{loc}", "any {word} in the code",
-        "occurrences of {word}{loc}", "find all {word} mentions", "where does {word} appear",
-    )),
-    "project": Family(RC, "question", 0.07, (
-        "which apps are installed in this project", "what middleware do we use",
-        "what database does this project use", "which database engine are we on",
-        "what's our time zone setting", "what user model do we use", "where is the celery broker configured",
-        "what url routes do we expose", "which endpoints does our api have", "what does our router register",
-        "what permission classes do we use", "what's our default pagination",
-        "what external apis do we call", "how do we authenticate users here",
-        "how are orders cancelled in our code", "where do we send emails", "what models do we have",
-        "which serializers does the orders app define", "what urls does the project have",
-        "what's the root urlconf here", "which rest framework settings do we use",
-        "how do our views check permissions", "what background jobs does this project run",
-        "where do we talk to the shipping service", "what status values can our orders have",
-        "what fields does our user model have", "how do we compute an order's total",
-        "what happens when an order is placed in our code", "which views need a logged in user",
-    )),
-    "read_cmd": Family(RF, "imperative", 0.2, (
-        "open {p}{tail}", "open up {p}", "show {p}{tail}", "show me {p}{tail}", "cat {p}", "read {p}{tail}",
-        "print {p}", "display {p}{tail}", "view {p}", "dump {p}", "pull up {p}", "bring up {p}{tail}",
-        "let me see {p}", "give me {p}", "paste {p}", "read me {p}", "show the file {p}",
-        "open the file {p}", "print out {p}{tail}", "give me the contents of {p}",
-        "show me the source of {p}", "show me the code in {p}", "show me what's in {p}",
-        "i'd like to see {p}", "i want to read {p}", "i need to look at {p}", "let me have a look at {p}",
-        "take me through {p}", "go through {p} with me", "explain {p} to me", "summarize {p}",
-        "open {p} for me", "read through {p}", "peek at {p}", "have a look at {p}",
-        "check out {p}", "look at {p}", "fetch {p}", "load {p}", "show me all of {p}",
-    )),
-    "read_ask": Family(RF, "question", 0.18, (
-        "what's in {p}", "what is in {p}", "what's inside {p}", "what does {p} contain",
-        "what does {p} look like", "what does {p} do", "what is {p} for", "how does {p} work",
-        "which classes does {p} define", "what classes are in {p}", "what functions are in {p}",
-        "what's defined in {p}", "what does {p} import", "does {p} import {sym}", "does {p} define {sym}",
-        "is {sym} in {p}", "what's at the top of {p}", "how is {p} organised", "can i see {p}",
-        "could you show me {p}", "can you open {p}", "can you read {p} for me", "mind showing me {p}",
-        "any chance i could see {p}", "is {setting} enabled in {p}", "is {setting} turned on in {p}",
-        "does {p} set {setting}", "what does {p} set {setting} to",
-        "how is {setting} set in {p}", "what is {p} about", "what's going on in {p}",
-        "anything interesting in {p}", "could i get a look at {p}",
-    )),
-    "read_bare": Family(RF, "question", 0.03, (
-        "{p} please", "contents of {p}", "the contents of {p} please", "{p} contents", "{p}, the whole file",
-        "{p} in full please", "the source of {p}", "{p} - full text",
-    )),
-    "read_and": Family(RF, "imperative", 0.05, (
-        "open {p} and {and}", "read {p} and {and}", "look at {p} and {and}", "check {p} and {and}",
-        "pull up {p} and {and}", "go over {p} and {and}",
-    )),
-}  # fmt: skip
 
-DIRECT_FAMILIES: dict[str, Family] = {
-    "concept": Family(None, "question", 0.45, (
-        "what is {t}", "what's {t}", "what exactly is {t}", "what is {t} exactly",
-        "explain {t} to me", "explain {t} briefly", "explain {t} in simple terms",
-        "explain {t} like i'm five", "can you explain {t}", "please explain {t}",
-        "help me understand {t}", "i don't get {t}", "i don't understand {t}", "i'm confused about {t}",
-        "tell me about {t}", "tell me what {t} is", "describe {t}", "define {t}", "{t}, what is it",
-        "{t} - what's that", "what does {t} mean", "what does {t} do", "what is the point of {t}",
-        "what is {t} for", "what is {t} used for", "why would i use {t}",
-        "why do people use {t}", "when should i use {t}", "when would you use {t}", "how does {t} work",
-        "give me a quick intro to {t}", "give me the gist of {t}", "a quick overview of {t} please",
-        "eli5 {t}", "i keep hearing about {t}, what is it", "what should i know about {t}",
-        "is {t} worth learning", "what problem does {t} solve", "what are the benefits of {t}",
-        "pros and cons of {t}", "do you know what {t} is", "i wonder what {t} is",
-        "what's the deal with {t}", "could you tell me what {t} means", "what is meant by {t}",
-        "in a few words, what is {t}", "quick definition of {t}", "{t} explained",
-        "explain the concept of {t}", "how would you explain {t} to a junior developer",
-        "what's the idea behind {t}", "why does {t} exist", "is {t} a good idea",
-        "what is the purpose of {t}", "what's the purpose of {t}", "what is the use of {t}",
-        "why is {t} useful", "what does {t} stand for", "how would i use {t}",
-    )),
-    "concept_ctx": Family(None, "question", 0.14, (
-        "what is {t} in {ctx}", "how does {t} work in {ctx}", "explain {t} in {ctx}",
-        "{t} in {ctx}, what is it", "what does {t} do in {ctx}", "what's the role of {t} in {ctx}",
-        "how do you use {t} in {ctx}", "what's the purpose of {t} in {ctx}",
-        "what does {t} mean in {ctx}", "how is {t} used in {ctx}", "in {ctx}, what is {t}",
-    )),
-    "compare": Family(None, "question", 0.15, (
-        "what is the difference between {a} and {b}", "what's the difference between {a} and {b}",
-        "difference between {a} and {b}", "{a} versus {b}", "{a} or {b}, which one",
-        "{a} or {b}", "should i use {a} or {b}", "when should i pick {a} over {b}",
-        "how does {a} differ from {b}", "how is {a} different from {b}", "is {a} the same as {b}",
-        "is {a} better than {b}", "compare {a} and {b}", "{a} vs {b}: what's the difference",
-        "{a} and {b}, how do they differ", "{a} compared to {b}", "what separates {a} from {b}",
-        "can you contrast {a} with {b}", "i can never remember how {a} differs from {b}",
-        "{a} vs {b}, which should i pick", "{a} or {b} for a new project",
-        "when is {a} preferred to {b}",
-    )),
-    "howto": Family(None, "question", 0.11, (
-        "how do i {task}", "how do you {task}", "how to {task}", "how can i {task}",
-        "what's the best way to {task}", "what is the right way to {task}", "best way to {task}",
-        "any tips on how to {task}", "i want to {task}, how", "how would i {task}", "how should i {task}",
-        "what's the easiest way to {task}", "is there a quick way to {task}", "show me how to {task}",
-        "explain how to {task}", "steps to {task}", "how does one {task}",
-    )),
-    "why": Family(None, "question", 0.05, (
-        "why {why}", "why exactly {why}", "so why {why}", "but why {why}", "ok but why {why}",
-        "remind me, why {why}",
-    )),
-    "when": Family(None, "question", 0.04, (
-        "when should i {when}", "when is it better to {when}", "when does it make sense to {when}",
-        "how do i know when to {when}", "should i {when}",
-    )),
-    # conceptual questions about a made-up term (weighted by corpus.nonce_share)
-    "unknown": Family(None, "question", 0.0, (
-        "what is {t}", "what's {t}", "explain {t} to me", "can you explain {t}", "tell me about {t}",
-        "what does {t} mean", "what is {t} used for", "how does {t} work", "what is {t} in {ctx}",
-        "i'm confused about {t}", "define {t}", "{t}, what is it",
-    )),
-}  # fmt: skip
+# The request families (families.yaml): what a user asks, by kind of request.
+FAMILIES_FILE = Path(__file__).with_name("families.yaml")
+TOOL_FAMILIES = _families("tool")
+DIRECT_FAMILIES = _families("direct")
 
 # --- content slots ---------------------------------------------------------------------------
 

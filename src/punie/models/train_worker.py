@@ -335,10 +335,10 @@ def train(request: TrainRequest) -> None:
     metrics.parent.mkdir(parents=True, exist_ok=True)
     with metrics.open("a") as out:
         mlx_train(
-            model=model,
-            optimizer=optimizer,
-            train_dataset=train_data,
-            val_dataset=valid_data,
+            model,
+            optimizer,
+            train_data,
+            valid_data,
             args=training_args,
             loss=loss,
             training_callback=cast("TrainingCallback", _Reporter(request, out)),

@@ -15,9 +15,10 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from punie.errors import MlxCommandError
+from punie.results import read_json, write_json
 from punie.serving import launch
 
 T = TypeVar("T")
@@ -202,27 +203,44 @@ def run_captured(
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
-def run_to_file(
+def run_json(
     module: str,
-    args: Sequence[str],
-    out: Path,
+    request: Any,
+    workdir: Path,
     *,
     what: str,
-    error: type[Exception],
+    error: type[Exception] = MlxCommandError,
     blas: str = "auto",
     timeout_s: float | None = None,
     on_stderr: Callable[[str], None] | None = None,
-) -> None:
-    """`run_captured` for a module that writes its result to `out`: a timeout, a failed exit or
-    a missing `out` raises `error` naming `what` (with the end of the child's output)."""
-    out.unlink(missing_ok=True)
+) -> Any:
+    """`run_captured` for a JSON worker (`worker_main`): `request` goes in as a file under
+    `workdir` and the worker's result comes back. A timeout, a failed exit or a missing
+    result raises `error` naming `what` (with the end of the child's output)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stem = module.rsplit(".", 1)[-1]
+    src, dst = workdir / f"{stem}_request.json", workdir / f"{stem}_result.json"
+    write_json(src, request)
+    dst.unlink(missing_ok=True)
     try:
-        proc = run_captured(module, args, blas=blas, timeout_s=timeout_s, on_stderr=on_stderr)
+        proc = run_captured(
+            module, [str(src), str(dst)], blas=blas, timeout_s=timeout_s, on_stderr=on_stderr
+        )
     except subprocess.TimeoutExpired:
         raise error(f"{what} took longer than {timeout_s:g} s") from None
-    if proc.returncode != 0 or not out.exists():
+    if proc.returncode != 0 or not dst.exists():
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise error(f"{what} exited with {proc.returncode}:\n{tail}")
+    return read_json(dst)
+
+
+def worker_main(module: str, work: Callable[[Any], Any], argv: Sequence[str]) -> int:
+    """`python -m <module> REQUEST.json RESULT.json`: `work(request)` written as the result."""
+    if len(argv) != 2:
+        print(f"usage: python -m {module} REQUEST.json RESULT.json", file=sys.stderr)
+        return 2
+    write_json(Path(argv[1]), work(read_json(Path(argv[0]))))
+    return 0
 
 
 def _stream_stderr(

@@ -31,24 +31,20 @@ def build_server_command(config: ServerConfig, python: str | None = None) -> lis
     """`python -m mlx_lm server ...` with only the flags the configuration sets."""
     cmd = [python or sys.executable, "-m", "mlx_lm", "server", "--model", config.model_path]
     cmd += ["--host", config.host, "--port", str(config.port)]
-    if config.adapter_path is not None:
-        cmd += ["--adapter-path", config.adapter_path]
-    if config.temp is not None:
-        cmd += ["--temp", str(config.temp)]
-    if config.top_p is not None:
-        cmd += ["--top-p", str(config.top_p)]
-    if config.max_tokens is not None:
-        cmd += ["--max-tokens", str(config.max_tokens)]
-    if config.chat_template_args is not None:
-        cmd += ["--chat-template-args", json.dumps(config.chat_template_args)]
-    if config.draft_model is not None:
-        cmd += ["--draft-model", config.draft_model]
-    if config.num_draft_tokens is not None:
-        cmd += ["--num-draft-tokens", str(config.num_draft_tokens)]
-    if config.prompt_cache_size is not None:
-        cmd += ["--prompt-cache-size", str(config.prompt_cache_size)]
-    if config.log_level is not None:
-        cmd += ["--log-level", config.log_level]
+    flags = {
+        "--adapter-path": config.adapter_path,
+        "--temp": config.temp,
+        "--top-p": config.top_p,
+        "--max-tokens": config.max_tokens,
+        "--chat-template-args": config.chat_template_args,
+        "--draft-model": config.draft_model,
+        "--num-draft-tokens": config.num_draft_tokens,
+        "--prompt-cache-size": config.prompt_cache_size,
+        "--log-level": config.log_level,
+    }
+    for flag, value in flags.items():
+        if value is not None:
+            cmd += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
     return cmd
 
 

@@ -45,12 +45,10 @@ BALANCE_POOL = 6
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "gate":
-        parser.add_argument(
-            "--profile", type=Path, default=paths.PROFILE_METRICS, help="profile metrics"
-        )
-        parser.add_argument("--out", type=Path, default=paths.GATE, help="gate decision file")
+        paths.add_path_option(parser, "--profile", paths.PROFILE_METRICS, "profile metrics")
+        paths.add_path_option(parser, "--out", paths.GATE, "gate decision file")
     elif name == "concise-data":
-        parser.add_argument("--out", type=Path, default=paths.CONCISE_DATA, help="output directory")
+        paths.add_path_option(parser, "--out", paths.CONCISE_DATA, "output directory", "DIR")
 
 
 def run(name: str, args: argparse.Namespace) -> int:

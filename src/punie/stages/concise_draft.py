@@ -32,7 +32,7 @@ DRAFT_STANDS = "DRAFT_STANDS.json"
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=paths.CONCISE_DRAFT, help="fused draft dir")
+    paths.add_path_option(parser, "--out", paths.CONCISE_DRAFT, "fused draft", "DIR")
 
 
 def run(name: str, args: argparse.Namespace) -> int:

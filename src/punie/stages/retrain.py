@@ -65,7 +65,7 @@ MAIN_STANDS = "MAIN_MODEL_STANDS.json"
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=paths.CONCISE_MODEL, help="fused model dir")
+    paths.add_path_option(parser, "--out", paths.CONCISE_MODEL, "fused model", "DIR")
 
 
 def run(name: str, args: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ from punie.measurement.timing import (
     TimingTransport,
     add_queries_argument,
     load_cases,
+    run_case,
     run_query,
 )
 from punie.params import load_params
@@ -78,12 +79,8 @@ def method(interleave: bool) -> str:
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     add_queries_argument(parser)
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=paths.SPECULATIVE_RESULTS,
-        metavar="DIR",
-        help=f"per-configuration results directory (default: {paths.SPECULATIVE_RESULTS})",
+    paths.add_path_option(
+        parser, "--out", paths.SPECULATIVE_RESULTS, "per-configuration results", metavar="DIR"
     )
 
 
@@ -210,14 +207,8 @@ async def _measure_group(
         for n, (i, j) in enumerate(schedule, start=1):
             c, (case, repeat) = configs[i], runs[j]
             seen = len(c.clock.requests)
-            record = await run_query(
-                c.agent,
-                case.query,
-                label=case.label,
-                set_name=case.set,
-                repeat=repeat,
-                timeout_s=timeout,
-                max_turns=params.profile.max_turns,
+            record = await run_case(
+                c.agent, case, repeat, timeout_s=timeout, max_turns=params.profile.max_turns
             )
             server = live[_server_of(c.k)]
             if record.error is not None and not server.is_alive():

@@ -33,18 +33,11 @@ if TYPE_CHECKING:
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--results",
-        type=Path,
-        default=paths.SPECULATIVE_RESULTS,
-        metavar="DIR",
-        help=f"per-configuration results to aggregate (default: {paths.SPECULATIVE_RESULTS})",
+    paths.add_path_option(
+        parser, "--results", paths.SPECULATIVE_RESULTS, "results to aggregate", metavar="DIR"
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="write metrics, plot rows, choice and report under DIR",
+    paths.add_path_option(
+        parser, "--out", None, "write metrics, plot rows, choice and report here", metavar="DIR"
     )
 
 
