@@ -84,6 +84,9 @@ MAC_OVERRIDES = (
     # Every configuration of every stage answers every query (about a dozen configurations):
     # the seed's 5 and 12 of each held-out set, evenly spread, instead of 5 + 44 + 72.
     "queries.per_set=12",
+    # With hub ids bootstrap builds only the corpus, and only the concise draft's distillation
+    # reads it (its first conciseness.draft.rows rows).
+    "bootstrap.corpus.train=1200",
 )
 
 

@@ -88,6 +88,7 @@ def test_the_overrides_apply_as_dvc_applies_them(tmp_path: Path) -> None:
     assert params.conciseness.parallel_servers == 1
     assert params.conciseness.force is True
     assert params.queries.per_set == 12
+    assert params.bootstrap.corpus.train >= params.conciseness.draft.rows
 
 
 def test_the_doctor_checks_the_overridden_params(monkeypatch: pytest.MonkeyPatch) -> None:

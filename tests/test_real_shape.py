@@ -241,6 +241,20 @@ def test_configs_are_a_5bit_qwen3_moe_and_a_4bit_qwen3(real_shape_hf_home: Path)
     assert main["quantization"]["model.layers.0.mlp.gate"]["bits"] == 8
     assert draft["model_type"] == "qwen3" and draft["quantization"]["bits"] == 4
     assert main["vocab_size"] == draft["vocab_size"] == rs.QWEN3_VOCAB_SIZE
+    # The main's head stays float, every other layer is quantized.
+    names = _tensor_names(rs.resolve(rs.MAIN_ID, real_shape_hf_home))
+    assert "lm_head.weight" in names and "lm_head.scales" not in names
+    assert {"model.embed_tokens.scales", "model.layers.1.mlp.switch_mlp.up_proj.scales"} <= names
+
+
+def _tensor_names(model_dir: Path) -> set[str]:
+    """The tensors of a model's safetensors files (read from their JSON headers)."""
+    names: set[str] = set()
+    for path in model_dir.glob("*.safetensors"):
+        with path.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            names |= set(json.loads(f.read(size))) - {"__metadata__"}
+    return names
 
 
 # --- slow: the real server and the real agent -------------------------------------------------

@@ -6,7 +6,7 @@ hub ids resolved from a Hugging Face cache) reproduced offline, in minutes.
   checksum. mlx-lm infers its tool parser (`json_tools`) from that template, as it does for
   the real model.
 - Main: a tiny `qwen3_moe` (8 experts, top-2, untied head like Qwen3-30B-A3B) with Qwen3's
-  vocabulary size, quantised to 5 bits by `mlx_lm convert`. Draft: a tiny dense `qwen3`
+  vocabulary size, quantised to 5 bits by mlx-lm (its head left float). Draft: a tiny dense `qwen3`
   (tied embeddings like Qwen3-0.6B), 4 bits.
 - Both are taught "just enough" with mlx-lm's own trainer on rows rendered from exactly what
   the agent sends (`punie.models.corpus`): the seed's five queries (a plumbing fixture, never
@@ -143,7 +143,7 @@ class Shape:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one model is trained (mlx-lm's trainer) and quantised (`mlx_lm convert`)."""
+    """How one model is trained (mlx-lm's trainer) and quantised (mlx-lm's `quantize_model`)."""
 
     iters: int
     batch_size: int = 8
@@ -151,6 +151,7 @@ class Recipe:
     seed: int = 0
     q_bits: int = 4
     q_group_size: int = 64
+    float_head: bool = False  # leave an untied `lm_head` unquantized
 
 
 @dataclass(frozen=True)
@@ -161,16 +162,25 @@ class Model:
     recipe: Recipe
 
 
+# mlx's CPU quantized matmul does not batch: a quantized 151k-row head costs every token,
+# decoded or trained, the same, in proportion to the hidden size, and ~3x a float head. So the
+# main keeps its (untied) head in float and the draft is narrower (hidden 32, group 32); all
+# else is quantized as mlx-lm does it (the MoE router to 8 bits, group 64, so main stays 64 wide).
 # Qwen3-30B-A3B: 48 layers, hidden 2048, 128 experts (top-8, width 768), untied head.
 MAIN = Model(
     "main",
     MAIN_ID,
     Shape(64, 2, 2, 1, 32, 128, False, num_experts=8, num_experts_per_tok=2,
           moe_intermediate_size=64),
-    Recipe(iters=500, q_bits=5),
+    Recipe(iters=500, q_bits=5, float_head=True),
 )  # fmt: skip
 # Qwen3-0.6B: 28 layers, hidden 1024, tied embeddings.
-DRAFT = Model("draft", DRAFT_ID, Shape(64, 2, 2, 1, 32, 128, True), Recipe(iters=300, q_bits=4))
+DRAFT = Model(
+    "draft",
+    DRAFT_ID,
+    Shape(32, 2, 2, 1, 32, 128, True),
+    Recipe(iters=300, q_bits=4, q_group_size=32),
+)
 MODELS = (MAIN, DRAFT)
 
 
@@ -489,10 +499,14 @@ def _build(
     def quantize(model: Model) -> None:
         out = work / f"{model.label}-q"
         r = model.recipe
+        req, res = work / f"{model.label}-quantize.json", work / f"{model.label}-quantized.json"
+        req.write_text(json.dumps({
+            "src": str(work / f"{model.label}-float"), "dst": str(out), "bits": r.q_bits,
+            "group_size": r.q_group_size, "keep_float": ["lm_head"] if r.float_head else [],
+        }))  # fmt: skip
         run_mlx(
-            ["convert", "--hf-path", str(work / f"{model.label}-float"), "--mlx-path", str(out),
-             "-q", "--q-bits", str(r.q_bits), "--q-group-size", str(r.q_group_size)],
-            blas=blas, threads=1, log_path=work / f"{model.label}-convert.log",
+            ["quantize", str(req), str(res)], module="punie.models.real_shape_worker",
+            blas=blas, threads=1, log_path=work / f"{model.label}-quantize.log",
         )  # fmt: skip
         # Qwen3's tokenizer files verbatim: transformers' save_pretrained rewrites them
         # (and moves the chat template out to chat_template.jinja).
@@ -501,7 +515,7 @@ def _build(
         for name in [*PACKAGE_FILES.values(), "generation_config.json"]:
             shutil.copyfile(tok_dir / name, out / name)
 
-    with steps.step("quantize", "mlx_lm convert: main 5-bit, draft 4-bit"):
+    with steps.step("quantize", "mlx-lm quantization: main 5-bit, draft 4-bit"):
         run_parallel([lambda: quantize(MAIN), lambda: quantize(DRAFT)])
 
     staged_home = work / "hf"

@@ -1,10 +1,11 @@
 """The mlx side of the real-shape build (punie.models.real_shape), run in subprocesses with
 OpenBLAS preloaded like every mlx process of the lab:
 
-    python -m punie.models.real_shape_worker train|smoke REQUEST.json RESULT.json
+    python -m punie.models.real_shape_worker train|smoke|quantize REQUEST.json RESULT.json
 
-`train` trains one model on the compact vocabulary and expands it to Qwen3's; `smoke` loads
-both hub ids from a staged cache and checks what the server will do.
+`train` trains one model on the compact vocabulary and expands it to Qwen3's; `quantize`
+quantizes it as `mlx_lm convert -q` does; `smoke` loads both hub ids from a staged cache and
+checks what the server will do.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from punie.models.hf_cache import resolve
 from punie.models.qwen3_package import BOS_ID, EOS_ID
@@ -305,14 +306,39 @@ def smoke_worker(request: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def quantize_worker(request: dict[str, Any]) -> dict[str, Any]:
+    """`mlx_lm convert -q` through its own functions, but the layers named in `keep_float`
+    stay float; every other layer is quantized as the model's own predicate says."""
+    from mlx_lm.utils import load, quantize_model, save
+
+    loaded = load(request["src"], return_config=True, lazy=True)
+    model, tokenizer, config = cast("tuple[Any, Any, dict[str, Any]]", loaded)
+    own = getattr(model, "quant_predicate", None)
+    keep = set(request["keep_float"])
+
+    def predicate(path: str, module: Any) -> bool | dict[str, Any]:
+        if path in keep:
+            return False
+        return own(path, module) if own is not None else True
+
+    model, config = quantize_model(
+        model, config, request["group_size"], request["bits"], quant_predicate=predicate
+    )
+    save(request["dst"], request["src"], model, tokenizer, config)
+    return {"quantization": config["quantization"]}
+
+
+WORKERS = {"train": train_worker, "smoke": smoke_worker, "quantize": quantize_worker}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 3 or argv[0] not in ("train", "smoke"):
-        usage = "python -m punie.models.real_shape_worker train|smoke REQUEST.json RESULT.json"
-        print(f"usage: {usage}")
+    if len(argv) != 3 or argv[0] not in WORKERS:
+        names = "|".join(WORKERS)
+        print(f"usage: python -m punie.models.real_shape_worker {names} REQUEST.json RESULT.json")
         return 2
     request = json.loads(Path(argv[1]).read_text())
-    result = train_worker(request) if argv[0] == "train" else smoke_worker(request)
+    result = WORKERS[argv[0]](request)
     Path(argv[2]).write_text(json.dumps(result, indent=2))
     return 0
 
