@@ -82,8 +82,10 @@ MAC_OVERRIDES = (
     "conciseness.force=true",
     "conciseness.lora.iters=[10, 20]",
     # Every configuration of every stage answers every query (about a dozen configurations):
-    # the seed's 5 and 12 of each held-out set, evenly spread, instead of 5 + 44 + 72.
-    "queries.per_set=12",
+    # the seed's 5 and 8 of each held-out set, evenly spread, instead of 5 + 44 + 72; and the
+    # acceptance probe replays 16 of their prompts (each three times: main, draft, drafting).
+    "queries.per_set=8",
+    "speculative.acceptance_prompts=16",
     # With hub ids bootstrap builds only the corpus, and only the concise draft's distillation
     # reads it (its first conciseness.draft.rows rows).
     "bootstrap.corpus.train=1200",

@@ -444,7 +444,12 @@ def test_stage_runs_end_to_end_on_tiny_models(
                 update={"workspace": str(ROOT / "data" / "workspace")}
             ),
             "speculative": params.speculative.model_copy(
-                update={"num_draft_tokens": [1, 3], "interleave": interleave}
+                update={
+                    "num_draft_tokens": [1, 3],
+                    "interleave": interleave,
+                    # One of the (at least two) recorded prompts, where one server at a time.
+                    "acceptance_prompts": None if interleave else 1,
+                }
             ),
         }
     )
@@ -472,6 +477,7 @@ def test_stage_runs_end_to_end_on_tiny_models(
     assert k3["acceptance"]["token_mismatches"] == 0
     kinds = k3["acceptance"]["by_kind"]
     assert sum(v["prompts"] for v in kinds.values()) == k3["cost"]["prompts"]
+    assert (k3["cost"]["prompts"] == 1) is not interleave
     assert sum(v["steps"] for v in kinds.values()) == k3["acceptance"]["steps"]
     assert k3["acceptance"]["step_cost"] > 0
     assert ("two servers at once" in k3["method"]) is interleave

@@ -155,6 +155,9 @@ class Speculative(_Section):
     # Baseline and draft servers up together, queries alternating; false: one at a time
     # (a 30B pair on a 32 GB Mac), each server's configurations still alternating.
     interleave: bool
+    # Recorded prompts the acceptance probe replays, evenly spread (None: all): on a 30B model
+    # each costs seconds three times over (main alone, draft alone, drafting).
+    acceptance_prompts: PositiveInt | None
 
     @field_validator("num_draft_tokens")
     @classmethod

@@ -30,7 +30,7 @@ import httpx2
 
 from punie import paths
 from punie.agent.production import build_agent, openai_model
-from punie.agent.queries import WARMUP, query_sets
+from punie.agent.queries import WARMUP, query_sets, spread
 from punie.agent.tools import Workspace, workspace_toolset
 from punie.errors import StageError
 from punie.measurement.benchmark import params_server
@@ -291,6 +291,7 @@ def benchmark(params: Params, out: Path, queries: Sequence[Path] | None = None) 
             if body is not None and key not in seen:
                 seen.add(key)
                 bodies.append({"messages": body["messages"], "tools": body.get("tools")})
+    bodies = [bodies[i] for i in spread(len(bodies), params.speculative.acceptance_prompts)]
     print(f"acceptance probe: {len(bodies)} prompts x (main, draft, k in {ks})", flush=True)
     try:
         probe = run_probe(
