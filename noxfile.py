@@ -82,9 +82,9 @@ MAC_OVERRIDES = (
     "conciseness.force=true",
     "conciseness.lora.iters=[10, 20]",
     # Every configuration of every stage answers every query (about a dozen configurations):
-    # the seed's 5 and 8 of each held-out set, evenly spread, instead of 5 + 44 + 72; and the
+    # the seed's 5 and 6 of each held-out set, evenly spread, instead of 5 + 44 + 72; and the
     # acceptance probe replays 16 of their prompts (each three times: main, draft, drafting).
-    "queries.per_set=8",
+    "queries.per_set=6",
     "speculative.acceptance_prompts=16",
     # With hub ids bootstrap builds only the corpus, and only the concise draft's distillation
     # reads it (its first conciseness.draft.rows rows).

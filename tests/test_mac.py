@@ -87,7 +87,7 @@ def test_the_overrides_apply_as_dvc_applies_them(tmp_path: Path) -> None:
     assert params.final.interleave is False
     assert params.conciseness.parallel_servers == 1
     assert params.conciseness.force is True
-    assert params.queries.per_set == 8
+    assert params.queries.per_set == 6
     assert params.speculative.acceptance_prompts == 16
     assert params.bootstrap.corpus.train >= params.conciseness.draft.rows
 
