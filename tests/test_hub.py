@@ -16,7 +16,7 @@ from punie.errors import ServerError, StageError
 from punie.measurement.benchmark import params_server, ready_timeout
 from punie.measurement.levers import server_config
 from punie.serving import hub
-from punie.serving.hub import ModelNotFound, is_hub_id, resolve_model, weights_bytes
+from punie.serving.hub import ModelNotFound, is_hub_id, resolve_model, size_text, weights_bytes
 from punie.serving.preflight import check_draft_tokenizer, fast_checks, local_models
 from punie.serving.runtime import mlx_env
 from punie.serving.server import build_server_command
@@ -244,3 +244,9 @@ def test_every_server_a_stage_starts_is_sized_by_params_server() -> None:
     ]
     assert found == ["measurement/benchmark.py"]
     assert (src / "measurement/benchmark.py").read_text().count("ServerProcess(") == 1
+
+
+def test_sizes_read_in_gb_and_a_test_model_in_mb() -> None:
+    assert size_text(21.1e9) == "21.10 GB"
+    assert size_text(0.34e9) == "0.34 GB"
+    assert size_text(3.7e6) == "3.7 MB"

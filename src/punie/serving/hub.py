@@ -234,8 +234,13 @@ def hub_size(repo_id: str, timeout_s: float = SIZE_LOOKUP_S) -> str:
     if "none" in result:
         return "no such model"
     if result.get("bytes"):
-        return f"{result['bytes'] / GB:.1f} GB"
+        return size_text(result["bytes"])
     return f"size unknown: the hub did not answer ({result.get('error', 'timed out')})"
+
+
+def size_text(n_bytes: float) -> str:
+    """ "21.1 GB", or "3.7 MB" below a tenth of a GB (a test model is not "0.00 GB")."""
+    return f"{n_bytes / GB:.2f} GB" if n_bytes >= GB / 10 else f"{n_bytes / 1e6:.1f} MB"
 
 
 def weights_bytes(model: str | Path | None) -> int:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from punie.errors import StageError
 from punie.models.tokenizer import tokenizer_fingerprint
-from punie.serving.hub import GB, ModelNotFound, resolve_model, weights_bytes
+from punie.serving.hub import GB, ModelNotFound, resolve_model, size_text, weights_bytes
 
 if TYPE_CHECKING:
     from punie.params import Params
@@ -53,7 +53,7 @@ def present(key: str, value: str) -> tuple[Check, Path | None]:
         return Check(f"{key} present", False, str(e)), None
     size = weights_bytes(path)
     where = f"{value} -> {path}" if str(path) != value else value
-    return Check(f"{key} present", True, f"{where} ({size / GB:.2f} GB of weights)"), path
+    return Check(f"{key} present", True, f"{where} ({size_text(size)} of weights)"), path
 
 
 # --- One tokenizer ------------------------------------------------------------------------
@@ -313,8 +313,8 @@ def memory(params: Params, main_bytes: int, draft_bytes: int) -> Check:
         n = params.conciseness.parallel_servers
         at_once[f"conciseness.parallel_servers={n} ({n} main-size servers)"] = n * one
     figures = (
-        f"weights main {main_bytes / GB:.2f} GB, draft {draft_bytes / GB:.2f} GB; "
-        + ", ".join(f"{k} ~{v / GB:.2f} GB" for k, v in at_once.items())
+        f"weights main {size_text(main_bytes)}, draft {size_text(draft_bytes)}; "
+        + ", ".join(f"{k} ~{size_text(v)}" for k, v in at_once.items())
         + f"; budget final.memory_budget_mb {params.final.memory_budget_mb:g} MB"
     )
     if pair > budget:
