@@ -14,7 +14,8 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx2
 import pytest
@@ -148,6 +149,28 @@ def test_wrong_decision_is_not_correct() -> None:
     assert record.decision == "tool" and not record.correct
     wrong_tool = asyncio.run(run_query(_agent(), Query("Find views", "tool", "read_file")))
     assert wrong_tool.decision == "tool" and not wrong_tool.correct
+
+
+def test_a_stop_that_lands_as_the_query_finishes_is_not_lost() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP stop a run by cancelling its task. A cancellation that
+    arrives while the agent's run is finishing must still stop the run (asyncio.wait_for on
+    Python 3.11 swallowed it, and a hung-up `profile` ran on to the end)."""
+    running: list[asyncio.Task[None]] = []
+
+    class FinishesAsItIsCancelled:
+        async def run(self, query: str, **kwargs: Any) -> Any:
+            await asyncio.sleep(0)
+            running[0].cancel()  # the stop arrives ...
+            return SimpleNamespace(output="done")  # ... as the run finishes
+
+    async def main() -> None:
+        running.append(cast("asyncio.Task[None]", asyncio.current_task()))
+        agent = cast("Agent[Any, Any]", FinishesAsItIsCancelled())
+        await run_query(agent, DIRECT_Q, timeout_s=5)
+        await asyncio.sleep(0)  # the run's next step
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
 
 
 def test_timeout_is_recorded_and_the_run_goes_on() -> None:

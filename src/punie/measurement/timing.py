@@ -347,8 +347,10 @@ async def run_query(
     t0 = time.perf_counter()
     try:
         handler = _drain if stream else None
-        run = agent.run(query.query, event_stream_handler=handler, usage_limits=limits)
-        result = await asyncio.wait_for(run, timeout_s)
+        # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation (Ctrl-C, SIGTERM,
+        # SIGHUP) that lands as the query finishes (cpython#86296), and the run went on.
+        async with asyncio.timeout(timeout_s):
+            result = await agent.run(query.query, event_stream_handler=handler, usage_limits=limits)
         output = str(result.output)
     except TimeoutError:
         error = f"TimeoutError: query took longer than {timeout_s:g}s"
