@@ -29,6 +29,8 @@ from punie.agent.production import (
 )
 from punie.agent.tools import Workspace, workspace_toolset
 
+from .chat import completion
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Workspace(ROOT / "data" / "workspace")
 
@@ -122,18 +124,7 @@ def test_agent_settings_reach_the_request_body():
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         bodies.append(json.loads(request.content))
-        message = {"role": "assistant", "content": "ok"}
-        choice = {"index": 0, "message": message, "finish_reason": "stop"}
-        return httpx2.Response(
-            200,
-            json={
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "default_model",
-                "choices": [choice],
-            },
-        )
+        return httpx2.Response(200, json=completion("ok"))
 
     async def go() -> None:
         async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer)) as client:

@@ -332,6 +332,25 @@ class Lab:
 
         wait_for(seen, timeout_s, f"{pattern!r} in the output")
 
+    def live_server(self) -> psutil.Process:
+        server = self.server()
+        assert server is not None, "no mlx_lm server is running"
+        return server
+
+    def disturb_mid_run(self, disturb: Callable[[], object], measuring: bool = True) -> None:
+        """`disturb()` the run (once the first query is measured, with `measuring`); then the
+        lab must stop within CAUSE_WITHIN_S (it is killed if it does not)."""
+        try:
+            if measuring:
+                self.wait_for_output(rf"q{MID_RUN_QUERIES}-1 r0:")
+            disturb()
+            disturbed = time.monotonic()
+            self.wait(CAUSE_WITHIN_S)
+        finally:
+            if self.returncode is None:
+                self.kill()
+        assert time.monotonic() - disturbed < CAUSE_WITHIN_S
+
     def wait(self, timeout_s: float) -> int:
         try:
             self.returncode = self.proc.wait(timeout=timeout_s)
@@ -485,17 +504,7 @@ def test_profile_with_a_model_that_fails_to_load_names_it(
 @pytest.mark.fault(keeps_outputs=True)
 def test_server_killed_mid_profile_stops_the_run(project: Project) -> None:
     lab = project.profile(project.queries(MID_RUN_QUERIES))
-    try:
-        lab.wait_for_output(rf"q{MID_RUN_QUERIES}-1 r0:")  # the first query is measured
-        server = lab.server()
-        assert server is not None
-        server.send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        lab.wait(CAUSE_WITHIN_S)
-    finally:
-        if lab.returncode is None:
-            lab.kill()
-    assert time.monotonic() - killed < CAUSE_WITHIN_S
+    lab.disturb_mid_run(lambda: lab.live_server().send_signal(signal.SIGKILL))
     assert lab.returncode == 1, lab.stdout[-2000:] + lab.stderr
     lab.assert_clean_error()
     assert "server died" in lab.stderr or "exited with status -9" in lab.stderr, lab.stderr
@@ -510,17 +519,7 @@ def test_frozen_server_mid_profile_stops_the_run(project: Project) -> None:
     project.params["server"]["request_timeout_s"] = 1
     project.write_params()
     lab = project.profile(project.queries(MID_RUN_QUERIES))
-    try:
-        lab.wait_for_output(rf"q{MID_RUN_QUERIES}-1 r0:")
-        server = lab.server()
-        assert server is not None
-        server.send_signal(signal.SIGSTOP)
-        frozen = time.monotonic()
-        lab.wait(CAUSE_WITHIN_S)
-    finally:
-        if lab.returncode is None:
-            lab.kill()
-    assert time.monotonic() - frozen < CAUSE_WITHIN_S
+    lab.disturb_mid_run(lambda: lab.live_server().send_signal(signal.SIGSTOP))
     assert lab.returncode == 1, lab.stdout[-2000:] + lab.stderr
     lab.assert_clean_error("not answering", "Timeout")  # the request timeout fired first
     lab.assert_servers_gone()
@@ -550,7 +549,8 @@ def test_interrupted_profile_stops_the_server_and_keeps_outputs(
     lab = project.profile(
         project.queries(MID_RUN_QUERIES), sigint_ignored=how == "sigterm-background"
     )
-    try:
+
+    def interrupt() -> None:
         addrs = wait_for(lab.listening, 60, "the server to listen")
         assert {ip for ip, _ in addrs} == {"127.0.0.2"}, addrs
         if when == "measuring":
@@ -559,12 +559,8 @@ def test_interrupted_profile_stops_the_server_and_keeps_outputs(
             os.killpg(lab.proc.pid, signal.SIGINT)
         else:
             lab.proc.send_signal(signal.SIGTERM)
-        interrupted = time.monotonic()
-        lab.wait(CAUSE_WITHIN_S)
-    finally:
-        if lab.returncode is None:
-            lab.kill()
-    assert time.monotonic() - interrupted < CAUSE_WITHIN_S
+
+    lab.disturb_mid_run(interrupt, measuring=False)
     assert lab.returncode == 130, lab.stdout[-2000:] + lab.stderr
     lab.assert_clean_error("interrupted")
     lab.assert_servers_gone()
@@ -981,19 +977,15 @@ def test_hung_up_profile_stops_the_server_and_keeps_outputs(project: Project, ho
     naming the signal). Closing the lab's real (pseudo-)terminal also makes every later write
     to it fail, which must not turn the clean stop into a crash."""
     lab = project.profile(project.queries(MID_RUN_QUERIES), terminal=how == "terminal-closed")
-    try:
-        lab.wait_for_output(rf"q{MID_RUN_QUERIES}-1 r0:")
-        assert lab.server() is not None
+
+    def hang_up() -> None:
+        lab.live_server()
         if how == "sighup":
             lab.proc.send_signal(signal.SIGHUP)
         else:
             lab.hang_up()
-        hung_up = time.monotonic()
-        lab.wait(CAUSE_WITHIN_S)
-    finally:
-        if lab.returncode is None:
-            lab.kill()
-    assert time.monotonic() - hung_up < CAUSE_WITHIN_S
+
+    lab.disturb_mid_run(hang_up)
     assert lab.returncode == 130, lab.stdout[-2000:] + lab.stderr
     if how == "sighup":  # on a closed terminal nobody can read the message
         lab.assert_clean_error("interrupted (SIGHUP")

@@ -17,13 +17,14 @@ from punie.measurement.latency import LATENCY_KEYS, VLLM_NAMES, percentile
 from punie.measurement.records import (
     QueryRecord,
     TurnRecord,
-    TurnTrace,
     _turn_record,
     latency_samples,
     latency_stats,
 )
-from punie.measurement.timing import TimedModel, TimingTransport, _TimedStream, run_query
+from punie.measurement.timing import TimedModel, TimingTransport, run_query
 from punie.reports.latency import latency_table
+
+from .chat import scan
 
 BASE = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
 
@@ -66,15 +67,7 @@ STAMPED = [2.0, 3.0, 4.0, 5.0, 7.0]
 
 @pytest.mark.parametrize("split", [None, 1, 5, 64])
 def test_the_scanner_stamps_every_chunk_that_carries_a_token(split: int | None) -> None:
-    turn = TurnTrace(start=0.5)
-    stream = _TimedStream(None, turn)  # type: ignore[arg-type]  # _scan only
-    for i, line in enumerate(LINES):
-        data = f"{line}\n\n".encode()
-        pieces = (
-            [data] if split is None else [data[j : j + split] for j in range(0, len(data), split)]
-        )
-        for piece in pieces:
-            stream._scan(piece, float(i))
+    turn = scan(LINES, split, start=0.5)
     assert turn.token_times == STAMPED
     turn.end = 8.0
     record = _turn_record(0, turn, t0=0.0)

@@ -43,6 +43,8 @@ from punie.serving.server import build_server_command
 from punie.stages import speculative as stage
 from punie.stages.speculative_report import report, step_rest
 
+from .chat import completion
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -323,18 +325,8 @@ def test_each_request_carries_its_k() -> None:
 
     def answer(request: httpx2.Request) -> httpx2.Response:
         bodies.append(json.loads(request.content))
-        message = {"role": "assistant", "content": "hi"}
-        return httpx2.Response(
-            200,
-            json={
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "default_model",
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            },
-        )
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        return httpx2.Response(200, json=completion("hi", usage))
 
     async def go(k: int | None) -> None:
         async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer)) as client:

@@ -24,13 +24,13 @@ from punie.measurement.timing import (
     TimedModel,
     TimedToolset,
     TimingTransport,
-    _TimedStream,
     run_query,
 )
 from punie.reports.profile import QUERY_COLUMNS, markdown_report
 from punie.serving.hub import resolve_model
 from punie.stages.profile import METRIC_KEYS, _metrics
 
+from .chat import scan
 from .conftest import tiny_params
 
 DIRECT_Q = Query("What is dependency injection?", "direct")
@@ -66,25 +66,10 @@ def stream_lines(reasoning: list[str], content: list[str], tool_call: bool = Fal
     return [*lines, "data: [DONE]"]
 
 
-def _scan(lines: list[str], split: int | None = None) -> TurnTrace:
-    """Feed `lines` to the scanner, line i arriving at time i (each line in pieces of
-    `split` bytes when given, to cross chunk boundaries)."""
-    turn = TurnTrace(start=0.0)
-    stream = _TimedStream(None, turn)  # type: ignore[arg-type]  # _scan only
-    for i, line in enumerate(lines):
-        data = f"{line}\n\n".encode()
-        pieces = (
-            [data] if split is None else [data[j : j + split] for j in range(0, len(data), split)]
-        )
-        for piece in pieces:
-            stream._scan(piece, float(i))
-    return turn
-
-
 @pytest.mark.parametrize("split", [None, 1, 7, 300])
 def test_reasoning_chunks_are_counted_apart_from_answer_chunks(split: int | None) -> None:
     lines = stream_lines(["Let", " me", " think", "."], ["DI", " passes", " collaborators"])
-    turn = _scan(lines, split)
+    turn = scan(lines, split)
     assert turn.reasoning_chunks == 4
     assert turn.first_reasoning == 2.0  # after the two keepalive lines
     assert turn.first_answer == 6.0  # the first content chunk
@@ -92,20 +77,20 @@ def test_reasoning_chunks_are_counted_apart_from_answer_chunks(split: int | None
 
 
 def test_a_tool_call_ends_thinking() -> None:
-    turn = _scan(stream_lines(["I", " should", " grep"], [], tool_call=True))
+    turn = scan(stream_lines(["I", " should", " grep"], [], tool_call=True))
     assert turn.reasoning_chunks == 3
     assert (turn.first_reasoning, turn.first_answer) == (2.0, 5.0)
 
 
 def test_no_thinking_counts_nothing() -> None:
-    turn = _scan(stream_lines([], ["An", " answer"]))
+    turn = scan(stream_lines([], ["An", " answer"]))
     assert turn.reasoning_chunks == 0
     assert turn.first_reasoning is None and turn.first_answer is None
 
 
 def test_a_chunk_long_enough_to_span_many_reads_is_parsed() -> None:
     long = "x" * 5000
-    turn = _scan(stream_lines([long, long], ["y"]), split=512)
+    turn = scan(stream_lines([long, long], ["y"]), split=512)
     assert turn.reasoning_chunks == 2 and turn.first_answer == 4.0
 
 

@@ -49,6 +49,8 @@ def test_build_server_command_all_parameters() -> None:
         prompt_cache_size=3,
         log_level="DEBUG",
     )
+    assert (cfg.port, cfg.draft_model, cfg.num_draft_tokens, cfg.top_p) == (9000, "d", 5, 0.9)
+    assert cfg.is_loopback
     cmd = build_server_command(cfg)
     assert _flag(cmd, "--adapter-path") == "a"
     assert _flag(cmd, "--temp") == "0.0"

@@ -1,4 +1,5 @@
-"""ServerConfig: defaults, each field, all parameters, and invalid values named by field."""
+"""ServerConfig: defaults, each field, and invalid values named by field (all parameters at
+once: tests/test_training_server.py)."""
 
 from __future__ import annotations
 
@@ -49,25 +50,6 @@ def test_server_config_with_num_draft_tokens() -> None:
 )
 def test_server_config_each_field(field: str, value: object) -> None:
     assert getattr(ServerConfig.model_validate({"model_path": "m", field: value}), field) == value
-
-
-def test_server_config_all_parameters() -> None:
-    c = ServerConfig(
-        model_path="m",
-        port=9000,
-        host="127.0.0.2",
-        adapter_path="a",
-        temp=0.0,
-        top_p=0.95,
-        max_tokens=64,
-        chat_template_args={"enable_thinking": False},
-        draft_model="d",
-        num_draft_tokens=5,
-        prompt_cache_size=2,
-        log_level="WARNING",
-    )
-    assert (c.port, c.draft_model, c.num_draft_tokens, c.top_p) == (9000, "d", 5, 0.95)
-    assert c.is_loopback
 
 
 def test_server_config_is_frozen() -> None:
