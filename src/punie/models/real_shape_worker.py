@@ -20,6 +20,7 @@ from typing import Any, cast
 from punie.models.hf_cache import resolve
 from punie.models.qwen3_package import BOS_ID, EOS_ID
 from punie.models.real_shape import DRAFT_ID, MAIN_ID, SMOKE_MAX_TOKENS, Recipe
+from punie.serving.runtime import worker_main
 
 
 class PrefixCache:
@@ -333,14 +334,11 @@ WORKERS = {"train": train_worker, "smoke": smoke_worker, "quantize": quantize_wo
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 3 or argv[0] not in WORKERS:
-        names = "|".join(WORKERS)
-        print(f"usage: python -m punie.models.real_shape_worker {names} REQUEST.json RESULT.json")
-        return 2
-    request = json.loads(Path(argv[1]).read_text())
-    result = WORKERS[argv[0]](request)
-    Path(argv[2]).write_text(json.dumps(result, indent=2))
-    return 0
+    if argv and argv[0] in WORKERS:
+        return worker_main(f"punie.models.real_shape_worker {argv[0]}", WORKERS[argv[0]], argv[1:])
+    names = "|".join(WORKERS)
+    print(f"usage: python -m punie.models.real_shape_worker {names} REQUEST.json RESULT.json")
+    return 2
 
 
 if __name__ == "__main__":

@@ -239,7 +239,7 @@ def hub_size(repo_id: str, timeout_s: float = SIZE_LOOKUP_S) -> str:
 
 
 def size_text(n_bytes: float) -> str:
-    """ "21.1 GB", or "3.7 MB" below a tenth of a GB (a test model is not "0.00 GB")."""
+    """`21.10 GB`, or `3.7 MB` below a tenth of a GB (a test model is not `0.00 GB`)."""
     return f"{n_bytes / GB:.2f} GB" if n_bytes >= GB / 10 else f"{n_bytes / 1e6:.1f} MB"
 
 

@@ -73,11 +73,8 @@ COMPONENTS = ("generation", "tool", "overhead")
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     add_queries_argument(parser)
-    parser.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="write metrics, records, plot data and report under DIR instead of the DVC paths",
+    paths.add_path_option(
+        parser, "--out", None, "write metrics, records, plot rows and report here", metavar="DIR"
     )
     parser.add_argument("--model", help="model directory or id (default: params models.main)")
     parser.add_argument(
