@@ -97,18 +97,36 @@ def test_trained_model_gets_a_parsed_tool_call_from_the_server(
     assert json.loads(calls[0]["function"]["arguments"]) == TOOL_SPEC.args
 
 
-def test_keep_answers_drops_only_second_turn_rows() -> None:
-    direct = [{"kind": "direct"}]
-    tool = [{"kind": "tool_call"}, {"kind": "tool_answer"}]
-    groups = [direct, tool] * 200
-    kept = C.keep_answers(groups, 0.5, seed=0)
-    assert len(kept) == len(groups)
-    assert all(g[0] == o[0] for g, o in zip(kept, groups, strict=True))
-    answers = sum(len(g) == 2 for g in kept)
-    assert 70 < answers < 130  # ~half of the 200 tool queries
-    assert C.keep_answers(groups, 1.0, seed=0) == groups
-    assert all(len(g) == 1 for g in C.keep_answers(groups, 0.0, seed=0))
-    assert C.keep_answers(groups, 0.5, seed=0) == kept  # fixed per seed
+def test_answer_draws_pick_a_fixed_share_of_tool_queries_only() -> None:
+    direct, tool = C.Spec("What is X?", None), C.Spec("Find X", "run_command", {"command": "ls"})
+    specs = [direct, tool] * 200
+    drawn = C.answer_draws(specs, 0.5, seed=0)
+    assert not any(d for d, s in zip(drawn, specs, strict=True) if s.tool is None)
+    assert 70 < sum(drawn) < 130  # ~half of the 200 tool queries
+    assert C.answer_draws(specs, 0.5, seed=0) == drawn  # fixed per seed
+    assert sum(C.answer_draws(specs, 1.0, seed=0)) == 200
+    assert not any(C.answer_draws(specs, 0.0, seed=0))
+
+
+def test_undrawn_tool_query_renders_its_call_only_without_running_the_tool() -> None:
+    spec = C.Spec("Find X", "run_command", {"command": "false-command-that-would-fail"})
+    rows = asyncio.run(render_spec(spec, WS, random.Random(0), answer=False))
+    assert [r["kind"] for r in rows] == ["tool_call"]
+    full = asyncio.run(render_spec(TOOL_SPEC, WS, random.Random(0)))
+    alone = asyncio.run(render_spec(TOOL_SPEC, WS, random.Random(0), answer=False))
+    assert alone == full[:1]  # the first request does not depend on the reply
+
+
+def test_long_tool_outputs_lose_their_answer_row_only() -> None:
+    def group(output: str) -> list[dict]:
+        call = {"kind": "tool_call", "messages": [{"role": "user", "content": "q"}]}
+        messages = [{"role": "tool", "content": output}, {"role": "assistant", "content": "a"}]
+        return [call, {"kind": "tool_answer", "messages": messages}]
+
+    direct = [{"kind": "direct", "messages": [{"role": "user", "content": "q"}]}]
+    groups = [direct, group("x" * 10), group("x" * 50)]
+    assert C.drop_long_answers(groups, 20) == [direct, group("x" * 10), group("x" * 50)[:1]]
+    assert C.drop_long_answers(groups, 0) == groups
 
 
 def test_train_request_validates_on_the_configured_batches(tmp_path: Path) -> None:

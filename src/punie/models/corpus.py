@@ -308,33 +308,37 @@ def chat_row(body: dict[str, Any], target: dict[str, Any], kind: str) -> Row:
 
 
 async def render_spec(
-    spec: Spec, ws: Workspace, rng: random.Random, concise: bool = False
+    spec: Spec, ws: Workspace, rng: random.Random, concise: bool = False, answer: bool = True
 ) -> list[Row]:
-    """Training rows for one spec: [direct answer] or [tool call, final answer]."""
+    """Training rows for one spec: [direct answer] or [tool call, final answer];
+    `answer` False: a tool query's call only (the tool is not run)."""
 
     if spec.tool is None:
         bodies = await capture_requests(spec.query, ws, None, spec.answer)
         return [chat_row(bodies[0], {"role": "assistant", "content": spec.answer}, "direct")]
     args = dict(spec.args or {})
+    if not answer:  # the first request does not depend on the reply
+        bodies = await capture_requests(spec.query, ws, None, "Done.")
+        return [chat_row(bodies[0], tool_call_message(spec.tool, args), "tool_call")]
     bodies = await capture_requests(spec.query, ws, (spec.tool, args), "Done.")
     if len(bodies) != 2 or bodies[1]["messages"][-1].get("role") != "tool":
         raise ValueError(f"agent did not run the tool for {spec.query!r}")
     output = bodies[1]["messages"][-1]["content"]
     if output.startswith(("refused:", "error:")):
         raise ValueError(f"tool call for {spec.query!r} failed: {output[:200]}")
-    answer = final_answer(spec, output, rng, concise)
+    text = final_answer(spec, output, rng, concise)
     return [
         chat_row(bodies[0], tool_call_message(spec.tool, args), "tool_call"),
-        chat_row(bodies[1], {"role": "assistant", "content": answer}, "tool_answer"),
+        chat_row(bodies[1], {"role": "assistant", "content": text}, "tool_answer"),
     ]
 
 
 async def render_specs(
-    specs: list[Spec], ws: Workspace, seeds: list[float], concise: bool = False
+    specs: list[Spec], ws: Workspace, seeds: list[float], concise: bool, answers: list[bool]
 ) -> list[list[Row]]:
     return [
-        await render_spec(s, ws, random.Random(x), concise)
-        for s, x in zip(specs, seeds, strict=True)
+        await render_spec(s, ws, random.Random(x), concise, a)
+        for s, x, a in zip(specs, seeds, answers, strict=True)
     ]
 
 
@@ -344,23 +348,36 @@ def contiguous_shards(items: list[T], n: int) -> list[list[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _render_shard(shard: tuple[list[Spec], Workspace, list[float], bool]) -> list[list[Row]]:
+Shard = tuple[list[Spec], Workspace, list[float], bool, list[bool]]
+
+
+def _render_shard(shard: Shard) -> list[list[Row]]:
     return asyncio.run(render_specs(*shard))
 
 
 def render_all(
-    specs: list[Spec], ws: Workspace, seed: int, concise: bool = False, processes: int = 1
+    specs: list[Spec],
+    ws: Workspace,
+    seed: int,
+    concise: bool = False,
+    processes: int = 1,
+    answers: list[bool] | None = None,
 ) -> list[list[Row]]:
     """Every spec's rows, in order. Each runs the real agent to capture its requests, a
     single-core job: `processes` > 1 splits the specs over that many worker processes (each
-    spec keeps its own random seed, so the rows do not depend on the split)."""
+    spec keeps its own random seed, so the rows do not depend on the split). `answers`: per
+    spec, whether a tool query's second turn is rendered too (default: all are)."""
     rng = random.Random(seed)
     seeds = [rng.random() for _ in specs]
+    wanted = answers if answers is not None else [True] * len(specs)
     if processes <= 1 or len(specs) < 2:
-        return _render_shard((specs, ws, seeds, concise))
+        return _render_shard((specs, ws, seeds, concise, wanted))
 
-    pairs = contiguous_shards(list(zip(specs, seeds, strict=True)), processes)
-    shards = [([s for s, _ in part], ws, [x for _, x in part], concise) for part in pairs]
+    triples = contiguous_shards(list(zip(specs, seeds, wanted, strict=True)), processes)
+    shards: list[Shard] = [
+        ([s for s, _, _ in part], ws, [x for _, x, _ in part], concise, [a for _, _, a in part])
+        for part in triples
+    ]
     # spawn: a fork of this process would copy whatever threads and event loop it holds
     with ProcessPoolExecutor(len(shards), mp_context=get_context("spawn")) as pool:
         return [group for part in pool.map(_render_shard, shards) for group in part]
@@ -386,20 +403,23 @@ def read_jsonl(path: Path) -> list[Row]:
 # --- the bootstrap corpus ---------------------------------------------------------------
 
 
-def keep_answers(
-    groups: list[list[dict[str, Any]]], share: float, seed: int, max_chars: int = 0
-) -> list[list[dict[str, Any]]]:
-    """Keep the second-turn answer of about `share` of the tool queries (a fixed choice per
-    seed), and only where the tool output has at most `max_chars` characters (0: any); a tool
-    query's call row and every direct answer always stay."""
+def answer_draws(specs: list[Spec], share: float, seed: int) -> list[bool]:
+    """Which tool queries keep their second-turn answer: about `share` of them, a fixed
+    choice per seed (drawn before rendering, so the dropped ones never run their tool)."""
     rng = random.Random(seed + 1)
+    return [spec.tool is not None and rng.random() < share for spec in specs]
 
-    def fits(group: list[dict[str, Any]]) -> bool:
-        if not max_chars:
+
+def drop_long_answers(groups: list[list[Row]], max_chars: int) -> list[list[Row]]:
+    """Second-turn answers only where the tool output has at most `max_chars` characters
+    (0: any); a tool query's call row and every direct answer always stay."""
+
+    def fits(group: list[Row]) -> bool:
+        if len(group) == 1 or not max_chars:
             return True
         return len(group[1]["messages"][-2].get("content") or "") <= max_chars
 
-    return [g if len(g) == 1 or (rng.random() < share and fits(g)) else g[:1] for g in groups]
+    return [g if fits(g) else g[:1] for g in groups]
 
 
 def build_corpus(params: Params, out_dir: Path = paths.CORPUS) -> dict[str, int]:
@@ -424,10 +444,9 @@ def build_corpus(params: Params, out_dir: Path = paths.CORPUS) -> dict[str, int]
         tool_share=sizes.tool_share,
         nonce_share=sizes.nonce_share,
     )
-    groups = keep_answers(
-        render_all(specs, ws, seed, processes=sizes.processes),
-        sizes.answer_share,
-        seed,
+    answers = answer_draws(specs, sizes.answer_share, seed)
+    groups = drop_long_answers(
+        render_all(specs, ws, seed, processes=sizes.processes, answers=answers),
         sizes.answer_max_chars,
     )
     # Whole specs go to one split, so no query is in two splits.
