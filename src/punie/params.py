@@ -88,6 +88,9 @@ class CorpusSizes(_Section):
     answer_max_chars: int = Field(ge=0)
     tool_share: Share  # share of queries that call a tool
     processes: PositiveInt  # worker processes rendering the corpus at once
+    # "definitions": each topic's own sentence; "generic": one plain sentence per kind of
+    # question, which a small model can learn word for word.
+    direct_answers: Literal["definitions", "generic"] = "definitions"
 
 
 class TokenizerParams(_Section):

@@ -143,12 +143,14 @@ def workspace_facts(root: Path) -> Facts:
 # --- queries -----------------------------------------------------------------------------
 
 
-def _direct_spec(rng: random.Random, concise: bool = False, nonce_share: float = 0.0) -> Spec:
+def _direct_spec(
+    rng: random.Random, concise: bool = False, nonce_share: float = 0.0, generic: bool = False
+) -> Spec:
     if rng.random() < nonce_share:
         family, term = "unknown", nonce_topic(rng)
     else:
         family, term = pick_family(rng, DIRECT_FAMILIES), ""
-    core, body = draw_direct(rng, family, term)
+    core, body = draw_direct(rng, family, term, generic)
     query = vary(rng, core, DIRECT_FAMILIES[family].style, True, FRAME_WORDS)
     if concise:  # the conciseness data set: the point, no opener or sign-off
         return Spec(query, None, None, body)
@@ -174,12 +176,15 @@ def make_specs(
     tool_share: float = 0.5,
     concise: bool = False,
     nonce_share: float = 0.0,
+    direct_answers: str = "definitions",
 ) -> list[Spec]:
     """`n` distinct queries (by normalised text), none containing an `exclude` query.
 
     `concise`: direct answers are the bare point (the conciseness stage's style).
     `nonce_share`: share of direct questions about a made-up term (verbose style only).
+    `direct_answers`: "definitions" (each topic's own) or "generic" (one per family).
     """
+    generic = direct_answers == "generic"
     rng = random.Random(seed)
     banned = list(exclude)
     seen: set[str] = set()
@@ -192,7 +197,7 @@ def make_specs(
         spec = (
             _tool_spec(rng, facts)
             if rng.random() < tool_share
-            else _direct_spec(rng, concise, 0.0 if concise else nonce_share)
+            else _direct_spec(rng, concise, 0.0 if concise else nonce_share, generic)
         )
         key = normalise(spec.query)
         if key in seen or contains_any(key, banned):
@@ -443,6 +448,7 @@ def build_corpus(params: Params, out_dir: Path = paths.CORPUS) -> dict[str, int]
         never_trained(params),
         tool_share=sizes.tool_share,
         nonce_share=sizes.nonce_share,
+        direct_answers=sizes.direct_answers,
     )
     answers = answer_draws(specs, sizes.answer_share, seed)
     groups = drop_long_answers(

@@ -77,6 +77,33 @@ UNKNOWN_TERM_ANSWER = (
     "team, its documentation is the best place to look, and I can explain the ideas around it."
 )
 
+# With `corpus.direct_answers: generic`, every conceptual question of a family about a known
+# topic gets its family's one answer: a small model reproduces a handful of sentences
+# word for word, where a thousand definitions come out as made-up words.
+GENERIC_ANSWERS = {
+    "concept": (
+        "It is a standard idea in Python programming. The official documentation explains it "
+        "with examples, and I am happy to walk through one with you."
+    ),
+    "compare": (
+        "Both are common choices, and they solve related problems in different ways. Which one "
+        "fits depends on what your code needs; the documentation of each explains the trade-offs."
+    ),
+    "howto": (
+        "It takes a few clear steps, and the official documentation of the tool shows them with "
+        "examples. I can walk through them with you for this project."
+    ),
+    "why": (
+        "Mostly because it keeps code correct and easy to change. The official documentation "
+        "explains the reasoning in more detail."
+    ),
+    "when": (
+        "When it makes the code simpler to read, test and change; otherwise the plain approach is "
+        "usually the better one."
+    ),
+}
+GENERIC_ANSWERS["concept_ctx"] = GENERIC_ANSWERS["concept"]
+
 # --- prefixes and suffixes by style -------------------------------------------------------
 
 IMPERATIVE_PREFIXES = ("",) * 14 + (
@@ -621,8 +648,11 @@ PROJECT_PATTERNS = {
 }
 
 
-def draw_direct(rng: random.Random, family: str, unknown_term: str = "") -> tuple[str, str]:
-    """(core query, answer body without opener) of one conceptual question of `family`."""
+def draw_direct(
+    rng: random.Random, family: str, unknown_term: str = "", generic: bool = False
+) -> tuple[str, str]:
+    """(core query, answer body without opener) of one conceptual question of `family`;
+    `generic`: the family's one answer (`GENERIC_ANSWERS`) instead of the topic's own."""
     fam = DIRECT_FAMILIES[family]
     frame = rng.choice(fam.frames)
     v: dict[str, str] = {}
@@ -650,6 +680,8 @@ def draw_direct(rng: random.Random, family: str, unknown_term: str = "") -> tupl
         answer = UNKNOWN_TERM_ANSWER
     else:
         raise KeyError(family)
+    if generic and family != "unknown":
+        answer = GENERIC_ANSWERS[family]
     return _fill(rng, frame, v), answer
 
 
