@@ -530,3 +530,20 @@ def test_retrain_trains_fuses_and_checks_accuracy(
     records = json.loads((paths.RETRAIN_LOGS / "records.json").read_text())
     assert set(records) == {"main", "i2", "i4"}
     assert not (paths.RETRAIN_LOGS / "fused").exists()
+
+
+@pytest.mark.parametrize("main", ["models/main", "mlx-community/Qwen3-30B-A3B-5bit"])
+def test_concise_direct_answers_are_generic_for_the_embedded_main_only(main: str) -> None:
+    """The embedded main learnt generic direct answers (bootstrap.corpus.direct_answers); any
+    other model keeps its own knowledge, so its concise answers state definitions."""
+    from punie.models.corpus_text import GENERIC_ANSWERS
+
+    params = _params(direct_examples=8)
+    assert params.bootstrap.corpus.direct_answers == "generic"
+    params = params.model_copy(update={"models": params.models.model_copy(update={"main": main})})
+    groups = concise.build_concise_groups(params, 0)
+    answers = [json.loads(g["rows"])[-1]["messages"][-1]["content"]
+               for g in groups if g["kind"] == "direct"]  # fmt: skip
+    generic = [any(t in a for t in GENERIC_ANSWERS.values()) for a in answers]
+    assert len(answers) >= 8
+    assert all(generic) if main == "models/main" else not any(generic)

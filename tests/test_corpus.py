@@ -228,3 +228,19 @@ def test_call_openings_are_how_the_template_renders_each_tool_call(tiny_model_di
         full = tok.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False)
         target = full[len(prompt) :]
         assert sum(target.startswith(o) for o in openings) == 1, target
+
+
+def test_generic_direct_answers_are_one_sentence_per_kind_and_leave_the_queries_alone() -> None:
+    from punie.models.corpus_text import GENERIC_ANSWERS, UNKNOWN_TERM_ANSWER
+
+    facts = workspace_facts(WS.root)
+    own = make_specs(300, facts, seed=5, tool_share=0.3, nonce_share=0.1)
+    generic = make_specs(
+        300, facts, seed=5, tool_share=0.3, nonce_share=0.1, direct_answers="generic"
+    )
+    assert [(s.query, s.tool, s.args) for s in generic] == [(s.query, s.tool, s.args) for s in own]
+    direct = [s for s in generic if s.tool is None]
+    sentences = {*GENERIC_ANSWERS.values(), UNKNOWN_TERM_ANSWER}
+    assert all(sum(t in s.answer for t in sentences) == 1 for s in direct)
+    assert len({s.answer for s in direct}) < 40  # a handful of sentences, with or without sign-off
+    assert len({s.answer for s in own if s.tool is None}) > 100  # each topic's own definition

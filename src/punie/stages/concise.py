@@ -119,7 +119,13 @@ def build_concise_groups(params: Params, seed: int) -> list[dict[str, Any]]:
     draw = n_tool * BALANCE_POOL if c.balance_tools else n_tool
     pool = make_specs(draw, facts, seed, exclude, tool_share=1.0, concise=True)
     tool_specs = (round_robin_by_tool(pool) if c.balance_tools else pool)[:n_tool]
-    direct_specs = make_specs(n_direct, facts, seed + 1, exclude, tool_share=0.0, concise=True)
+    # The embedded main learnt its direct answers from bootstrap's corpus; any other model
+    # keeps its own knowledge, so its concise answers state the topics' definitions.
+    embedded = Path(params.models.main) == paths.MAIN_MODEL
+    answers = params.bootstrap.corpus.direct_answers if embedded else "definitions"
+    direct_specs = make_specs(
+        n_direct, facts, seed + 1, exclude, tool_share=0.0, concise=True, direct_answers=answers
+    )
     specs: list[Spec] = [*tool_specs, *direct_specs]
     rendered = [
         with_opener(rows, c.openers, random.Random(f"{seed}:{s.query}"))
