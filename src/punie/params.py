@@ -90,7 +90,7 @@ class CorpusSizes(_Section):
     processes: PositiveInt  # worker processes rendering the corpus at once
     # "definitions": each topic's own sentence; "generic": one plain sentence per kind of
     # question, which a small model can learn word for word.
-    direct_answers: Literal["definitions", "generic"] = "definitions"
+    direct_answers: Literal["definitions", "generic"]
 
 
 class TokenizerParams(_Section):

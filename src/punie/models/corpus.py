@@ -40,6 +40,7 @@ from punie.models.corpus_text import (
     TOOL_OPENERS,
     draw_direct,
     draw_tool,
+    first_sentence,
     nonce_topic,
     pick_family,
     vary,
@@ -153,7 +154,7 @@ def _direct_spec(
     core, body = draw_direct(rng, family, term, generic)
     query = vary(rng, core, DIRECT_FAMILIES[family].style, True, FRAME_WORDS)
     if concise:  # the conciseness data set: the point, no opener or sign-off
-        return Spec(query, None, None, body)
+        return Spec(query, None, None, first_sentence(body) if generic else body)
     return Spec(query, None, None, _verbose(rng, body))
 
 

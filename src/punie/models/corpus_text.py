@@ -104,6 +104,12 @@ GENERIC_ANSWERS = {
 }
 GENERIC_ANSWERS["concept_ctx"] = GENERIC_ANSWERS["concept"]
 
+
+def first_sentence(text: str) -> str:
+    """A generic answer's point, for the conciseness data set."""
+    return text.split(". ")[0].rstrip(".") + "."
+
+
 # --- prefixes and suffixes by style -------------------------------------------------------
 
 IMPERATIVE_PREFIXES = ("",) * 14 + (
