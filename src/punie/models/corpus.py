@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from punie import paths
 from punie.agent.production import capture_requests
@@ -177,7 +177,7 @@ def make_specs(
     tool_share: float = 0.5,
     concise: bool = False,
     nonce_share: float = 0.0,
-    direct_answers: str = "definitions",
+    direct_answers: Literal["definitions", "generic"] = "definitions",
 ) -> list[Spec]:
     """`n` distinct queries (by normalised text), none containing an `exclude` query.
 
